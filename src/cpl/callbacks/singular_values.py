@@ -1,0 +1,156 @@
+"""SingularValueLogger: top-k singular values (and optionally projections on a reference basis)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from ._contract import as_members, log_to_loggers, require_attr, resolve
+from ..modules.base import member_key
+
+__all__ = ["SingularValueLogger", "effective_rank", "numerical_rank"]
+
+
+def effective_rank(s: torch.Tensor) -> torch.Tensor:
+    """Roy & Vetterli's effective rank ``exp(H(p))``, ``p = s / sum(s)``, over the last dim.
+
+    >>> float(effective_rank(torch.tensor([1.0, 1.0, 0.0])))
+    2.0
+    """
+    p = s / s.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(s.dtype).tiny)
+    h = -(p * torch.log(p.clamp_min(torch.finfo(s.dtype).tiny))).sum(dim=-1)
+    return torch.exp(h)
+
+
+def numerical_rank(s: torch.Tensor, rtol: float) -> torch.Tensor:
+    """Number of singular values above ``rtol`` times the largest.
+
+    >>> int(numerical_rank(torch.tensor([10.0, 1.0, 0.01]), 0.01))
+    2
+    """
+    return (s > rtol * s[..., :1]).sum(dim=-1).to(s.dtype)
+
+
+class SingularValueLogger(Callback):
+    """Log the top-k singular values of a matrix that the module exposes, every n steps.
+
+    Module contract (checked in ``setup``): an attribute or method named ``matrix`` giving a tensor
+    ``(n, m)`` or ``(E, n, m)`` (E members); with ``reference``, an attribute or method of that name
+    giving ``(U, V)`` with shapes ``(..., n, k')`` and ``(..., m, k')``.
+
+    Args:
+        every_n_steps: interval in global steps (step 0 and the last step are logged too).
+        top_k: how many singular values to log.
+        matrix: name of the module's matrix (default ``end_to_end``).
+        reference: name of the module's reference basis, or None.
+        prefix: metric prefix.
+        rank_rtol: relative threshold of the numerical rank.
+
+    Raises:
+        ValueError: ``every_n_steps`` or ``top_k`` < 1.
+        AttributeError: the module lacks the named matrix or reference.
+
+    Logged metrics (per member, ``member{e}/`` in front when E > 1):
+        ``{prefix}/1`` ... ``{prefix}/{top_k}``: singular values, largest first;
+        ``{prefix}/effective_rank``: exp of the entropy of the normalised spectrum;
+        ``{prefix}/numerical_rank``: count of singular values > ``rank_rtol`` * largest;
+        ``{prefix}_ref/1`` ...: ``diag(U^T W V)`` in the reference basis (with ``reference``).
+
+    Example::
+
+        >>> cb = SingularValueLogger(every_n_steps=10, top_k=5, reference="reference_basis")
+        >>> cb.state_key
+        "SingularValueLogger{'prefix': 'sv', 'matrix': 'end_to_end'}"
+    """
+
+    def __init__(self, every_n_steps: int = 10, top_k: int = 10, matrix: str = "end_to_end", reference: str | None = None, prefix: str = "sv", rank_rtol: float = 1e-2):
+        if every_n_steps < 1:
+            raise ValueError(f"Expected `every_n_steps` >= 1, got {every_n_steps}")
+        if top_k < 1:
+            raise ValueError(f"Expected `top_k` >= 1, got {top_k}")
+        self.every_n_steps, self.top_k = every_n_steps, top_k
+        self.matrix, self.reference, self.prefix, self.rank_rtol = matrix, reference, prefix, rank_rtol
+        self.steps: list[int] = []
+        self.values: list[torch.Tensor] = []  # each (E, k)
+        self.projections: list[torch.Tensor] = []  # each (E, k)
+        self._basis: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(prefix=self.prefix, matrix=self.matrix)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        require_attr(pl_module, self.matrix, "SingularValueLogger", "a matrix to analyse")
+        if self.reference is not None:
+            require_attr(pl_module, self.reference, "SingularValueLogger", "a reference basis (U, V)")
+        self._basis = None
+
+    def history(self) -> dict[str, Any]:
+        """Everything logged so far: ``steps`` (T,), ``values`` (T, E, k), ``projections`` or None."""
+        return {
+            "steps": list(self.steps),
+            "values": torch.stack(self.values) if self.values else torch.empty(0),
+            "projections": torch.stack(self.projections) if self.projections else None,
+        }
+
+    @torch.no_grad()
+    def compute(self, pl_module: L.LightningModule) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Singular values (E, min(n,m)), projections (E, k) or None, of the module's matrix now."""
+        w = as_members(resolve(pl_module, self.matrix).detach())
+        s = torch.linalg.svdvals(w)
+        proj = None
+        if self.reference is not None:
+            if self._basis is None:
+                u, v = resolve(pl_module, self.reference)
+                self._basis = (as_members(u).to(w), as_members(v).to(w))
+            u, v = self._basis
+            k = min(self.top_k, u.shape[-1], v.shape[-1])
+            proj = torch.einsum("eik,eij,ejk->ek", u[..., :k], w, v[..., :k])
+        return s, proj
+
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step = trainer.global_step
+        if self.steps and self.steps[-1] == step:
+            return
+        s, proj = self.compute(pl_module)
+        k = min(self.top_k, s.shape[-1])
+        top = s[:, :k].cpu()
+        er, nr = effective_rank(s).cpu(), numerical_rank(s, self.rank_rtol).cpu()
+        n = s.shape[0]
+        metrics: dict[str, float] = {}
+        for e in range(n):
+            for i in range(k):
+                metrics[member_key(f"{self.prefix}/{i + 1}", e, n)] = float(top[e, i])
+            metrics[member_key(f"{self.prefix}/effective_rank", e, n)] = float(er[e])
+            metrics[member_key(f"{self.prefix}/numerical_rank", e, n)] = float(nr[e])
+            if proj is not None:
+                for i in range(proj.shape[-1]):
+                    metrics[member_key(f"{self.prefix}_ref/{i + 1}", e, n)] = float(proj[e, i])
+        self.steps.append(step)
+        self.values.append(top)
+        if proj is not None:
+            self.projections.append(proj.cpu())
+        log_to_loggers(trainer, metrics, step)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step % self.every_n_steps == 0:
+            self._log(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step % self.every_n_steps == 0 or step >= (trainer.max_steps or -1) > 0:
+            self._log(trainer, pl_module)
+
+    def state_dict(self) -> dict[str, Any]:
+        h = self.history()
+        return {"steps": h["steps"], "values": h["values"], "projections": h["projections"]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.steps = list(state_dict.get("steps", []))
+        values = state_dict.get("values")
+        self.values = list(values) if values is not None and len(self.steps) else []
+        proj = state_dict.get("projections")
+        self.projections = list(proj) if proj is not None else []

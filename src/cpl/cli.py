@@ -1,0 +1,85 @@
+"""Command-line entry points (the scripts in ``scripts/`` call these)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from .config import ConfigError, available_confs, conf_dir, load_config
+
+TRAIN_HELP = """\
+usage: python scripts/train.py conf=NAME [key=value ...]
+
+Train one run of the conf NAME (conf/NAME.yaml), tracked in MLflow.
+
+Every further key=value is an OmegaConf dotlist override of the conf, for example
+  python scripts/train.py conf=matcomp_rank10to5 model.depth=4 task.n_obs=3000 switch.at_step=40000
+Lists use brackets (key=[1,2]); null unsets an optional value (train.max_steps=null).
+Keys are checked against a typed schema: a misspelt key, a wrong type or an impossible value
+stops the run before it starts, naming the key and what is allowed.
+
+Common keys (matrix completion):
+  seed                    seed of the tasks, the observations and the init
+  task.size               N (matrices are N x N)           task.n_obs       observed entries
+  task.pretrain_rank      rank of the deficit task         task.final_rank  rank of the final task
+  model.depth             number of factors                model.init_scale g (init scale)
+  optim.lr                learning rate                    switch.at_step   length of the deficit
+  train.steps_after_switch, log.every_n_steps, log.sv_every_n_steps
+  tracking.uri            MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)
+  trainer.ckpt_path       resume from a checkpoint         trainer.accelerator cpu|gpu|auto
+
+Available confs (in {conf_dir}):
+{confs}
+
+Open the runs with:  mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
+"""
+
+
+def parse_args(argv: Sequence[str], usage: str) -> tuple[str, list[str]] | None:
+    """Split ``conf=NAME`` from the dotlist overrides; None after printing help."""
+    argv = list(argv)
+    if not argv or any(a in ("-h", "--help", "help") for a in argv):
+        print(usage.format(conf_dir=conf_dir(), confs="\n".join(f"  {c}" for c in available_confs()) or "  (none)"))
+        return None
+    confs = [a for a in argv if a.startswith("conf=")]
+    if len(confs) != 1:
+        raise ConfigError(f"Expected exactly one conf=NAME argument, got {len(confs)}; available confs: {', '.join(available_confs())}")
+    bad = [a for a in argv if "=" not in a]
+    if bad:
+        raise ConfigError(f"Arguments must be key=value, got {bad}; see --help")
+    return confs[0].split("=", 1)[1], [a for a in argv if not a.startswith("conf=")]
+
+
+def train_main(argv: Sequence[str]) -> int:
+    from .modules.base import DivergenceError
+
+    try:
+        parsed = parse_args(argv, TRAIN_HELP)
+        if parsed is None:
+            return 0
+        cfg = load_config(*parsed)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    from .run import train
+
+    try:
+        result = train(cfg)
+    except DivergenceError as exc:
+        print(f"\nerror: {exc}\nThe run is marked FAILED in MLflow, with its metrics so far.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nInterrupted: the run is marked KILLED in MLflow, with its metrics so far. "
+              f"Resume with trainer.ckpt_path=<checkpoint_dir>/<run id>/interrupted.ckpt (under {cfg.trainer.checkpoint_dir}/).", file=sys.stderr)
+        return 130
+    m = result.metrics
+    print("\nFinished.")
+    for key, label in (("test/final_error", "final test error (all entries)"), ("test/final_error_unobserved", "final test error (unobserved entries)"),
+                       ("sv/effective_rank", "effective rank of W"), ("sv/numerical_rank", "numerical rank of W (s > 1e-2 s_1)")):
+        if key in m:
+            print(f"  {label:40s} {m[key]:.6g}")
+    if result.run_id:
+        print(f"  MLflow run {result.run_id} in {result.tracking_uri}")
+        print(f"  open it with:  mlflow ui --backend-store-uri {result.tracking_uri}")
+    return 0

@@ -1,0 +1,295 @@
+"""Typed configuration: structured OmegaConf schemas, loading ``conf/NAME.yaml`` and validation.
+
+A conf file names its experiment family with ``kind`` (``matcomp`` by default) and holds only
+what differs from the schema's defaults. Command-line ``key=value`` pairs are OmegaConf dotlist
+overrides. Every error is a :class:`ConfigError` that names the key, the value and what is
+allowed, and is raised before any training starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+__all__ = [
+    "ConfigError",
+    "MatCompConfig",
+    "conf_dir",
+    "available_confs",
+    "load_config",
+    "validate",
+    "flatten",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, misspelt, of the wrong type or impossible."""
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+@dataclass
+class MatCompTaskConfig:
+    """Matrix-completion tasks (paper-setup.md part A)."""
+
+    size: int = 100  #: N, the matrices are N x N
+    pretrain_rank: int = 10  #: r1, rank of the deficit (pre-training) task
+    final_rank: int = 5  #: r2, rank of the final task
+    n_obs: int = 2000  #: observed entries of the final task
+    #: observed entries during pre-training; null = n_obs. The smaller of the two sets is
+    #: always the first entries of the larger one (same locations by default).
+    pretrain_n_obs: Optional[int] = None
+    #: "independent": pre-train on a second ground truth; "same": pre-train on the final
+    #: task itself with pretrain_n_obs observations (paper Fig. 5 left)
+    pretrain_task: str = "independent"
+
+
+@dataclass
+class MatCompModelConfig:
+    depth: int = 3  #: D, number of N x N factors
+    init: str = "gaussian"  #: "gaussian" (paper) or "balanced" (scaled orthogonal)
+    init_scale: float = 1e-3  #: g: each factor has std g^(1/D)/sqrt(N), so ||W||_F ~ g sqrt(N)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.2  #: constant learning rate of full-batch gradient descent
+
+
+@dataclass
+class SwitchConfig:
+    at_step: int = 20000  #: steps on the pre-training task before switching to the final task
+
+
+@dataclass
+class TrainConfig:
+    steps_after_switch: int = 30000  #: steps on the final task after the switch
+    max_steps: Optional[int] = None  #: null = switch.at_step + train.steps_after_switch
+
+
+@dataclass
+class LogConfig:
+    every_n_steps: int = 100  #: train loss and test errors
+    sv_every_n_steps: int = 10  #: singular values of W (paper: every 10 steps)
+    sv_top_k: int = 10
+    figures: bool = True  #: PNG figures logged as MLflow artifacts at the end
+
+
+@dataclass
+class TrackingConfig:
+    #: MLflow tracking URI; null = $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db
+    uri: Optional[str] = None
+    experiment: str = "cpl"
+    run_name: Optional[str] = None
+    enabled: bool = True
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "cpu"  #: "cpu", "gpu" or "auto"
+    dtype: str = "float32"  #: "float32" or "float64"
+    progress_bar: bool = True
+    checkpoint_dir: str = "checkpoints"  #: checkpoints go to <checkpoint_dir>/<run id>/
+    checkpoint_every_n_steps: int = 10000  #: 0 = only on interrupt and at the end
+    ckpt_path: Optional[str] = None  #: resume from this checkpoint
+
+
+@dataclass
+class MatCompConfig:
+    """Root schema of the matrix-completion family (``kind: matcomp``)."""
+
+    kind: str = "matcomp"
+    name: str = ""  #: the conf name, filled in by :func:`load_config`
+    seed: int = 0
+    task: MatCompTaskConfig = field(default_factory=MatCompTaskConfig)
+    model: MatCompModelConfig = field(default_factory=MatCompModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    switch: SwitchConfig = field(default_factory=SwitchConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+#: experiment families: ``kind`` -> (schema, semantic validator). Other families register here.
+SCHEMAS: dict[str, tuple[type, Any]] = {}
+
+
+def register_kind(kind: str, schema: type, validator) -> None:
+    SCHEMAS[kind] = (schema, validator)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def conf_dir() -> Path:
+    """The folder of conf files: ``$CPL_CONF_DIR``, else ``./conf``, else the repository's ``conf/``."""
+    env = os.environ.get("CPL_CONF_DIR")
+    if env:
+        return Path(env)
+    here = Path.cwd() / "conf"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[2] / "conf"
+
+
+def available_confs(directory: Path | None = None) -> list[str]:
+    directory = directory or conf_dir()
+    return sorted(p.stem for p in Path(directory).glob("*.yaml"))
+
+
+def _schema_for(kind: Any) -> tuple[type, Any]:
+    import cpl.experiments  # noqa: F401  (each family registers its schema there)
+
+    if kind not in SCHEMAS:
+        raise ConfigError(f"kind={kind!r} is not a known experiment family; allowed: {sorted(SCHEMAS)}")
+    return SCHEMAS[kind]
+
+
+def _allowed_keys(schema: type, dotted: str) -> list[str]:
+    obj: Any = schema
+    for part in [p for p in dotted.split(".") if p]:
+        sub = {f.name: f for f in fields(obj)} if is_dataclass(obj) else {}
+        if part not in sub:
+            break
+        default = sub[part].default_factory() if callable(sub[part].default_factory) else None  # type: ignore[misc]
+        if default is None or not is_dataclass(default):
+            break
+        obj = type(default)
+    return [f.name for f in fields(obj)] if is_dataclass(obj) else []
+
+
+def _translate(exc: OmegaConfBaseException, schema: type, source: str) -> ConfigError:
+    key = getattr(exc, "full_key", None) or ""
+    if isinstance(exc, ConfigKeyError) or "Key '" in str(exc) and "not in" in str(exc):
+        parent, _, leaf = key.rpartition(".")
+        allowed = _allowed_keys(schema, parent)
+        close = difflib.get_close_matches(leaf, allowed, n=1)
+        hint = f" Did you mean '{(parent + '.' if parent else '') + close[0]}'?" if close else ""
+        return ConfigError(
+            f"Unknown config key '{key}' (from {source}). Allowed keys"
+            f"{' under ' + repr(parent) if parent else ''}: {', '.join(allowed)}.{hint}"
+        )
+    if isinstance(exc, ValidationError):
+        return ConfigError(f"Config key '{key}' (from {source}) has value {exc.value!r} of the wrong type: {str(exc.msg).splitlines()[0]}")
+    return ConfigError(f"Invalid config (from {source}): {exc}")
+
+
+def load_config(name: str, overrides: list[str] | tuple[str, ...] = (), directory: Path | None = None) -> DictConfig:
+    """Load ``conf/<name>.yaml``, apply dotlist ``overrides`` and validate.
+
+    Raises:
+        ConfigError: unknown conf name (the message lists the available ones), unknown key,
+            wrong type or impossible value.
+    """
+    directory = Path(directory or conf_dir())
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"conf={name!r} not found in {directory}; available confs: {', '.join(available_confs(directory)) or '(none)'}")
+    raw = OmegaConf.load(path)
+    try:
+        over = OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"Could not parse overrides {list(overrides)}: {exc}. Use key=value, e.g. model.depth=4") from None
+    kind = over.get("kind", raw.get("kind", "matcomp"))
+    schema, _ = _schema_for(kind)
+    cfg = OmegaConf.structured(schema)
+    for part, source in ((raw, str(path)), (over, "command line")):
+        try:
+            cfg = OmegaConf.merge(cfg, part)
+        except OmegaConfBaseException as exc:
+            raise _translate(exc, schema, source) from None
+    if not cfg.name:
+        cfg.name = name
+    validate(cfg)
+    return cfg
+
+
+def make_config(kind: str = "matcomp", **overrides: Any) -> DictConfig:
+    """Build a validated config from the schema defaults and nested ``overrides`` (for code and tests)."""
+    schema, _ = _schema_for(kind)
+    cfg = OmegaConf.structured(schema)
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.create(overrides))
+    except OmegaConfBaseException as exc:
+        raise _translate(exc, schema, "arguments") from None
+    validate(cfg)
+    return cfg
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise a :class:`ConfigError` in the project's one phrasing unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"Invalid value for '{key}': got {value!r}; allowed: {allowed}")
+
+
+def validate_common(cfg: DictConfig) -> None:
+    require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "a number > 0")
+    require(cfg.trainer.accelerator in ("cpu", "gpu", "cuda", "mps", "auto"), "trainer.accelerator", cfg.trainer.accelerator, "cpu, gpu, cuda, mps or auto")
+    require(cfg.trainer.dtype in ("float32", "float64"), "trainer.dtype", cfg.trainer.dtype, "float32 or float64")
+    require(cfg.trainer.checkpoint_every_n_steps >= 0, "trainer.checkpoint_every_n_steps", cfg.trainer.checkpoint_every_n_steps, "an integer >= 0 (0 = only on interrupt and at the end)")
+    if cfg.trainer.ckpt_path is not None:
+        require(Path(cfg.trainer.ckpt_path).is_file(), "trainer.ckpt_path", cfg.trainer.ckpt_path, "the path of an existing checkpoint file")
+    for key in ("every_n_steps", "sv_every_n_steps"):
+        require(cfg.log[key] >= 1, f"log.{key}", cfg.log[key], "an integer >= 1")
+
+
+def max_steps(cfg: DictConfig) -> int:
+    """Total number of gradient steps of a matrix-completion run."""
+    if cfg.train.max_steps is not None:
+        return int(cfg.train.max_steps)
+    return int(cfg.switch.at_step + cfg.train.steps_after_switch)
+
+
+def validate_matcomp(cfg: DictConfig) -> None:
+    t, m = cfg.task, cfg.model
+    n = t.size
+    require(n >= 1, "task.size", n, "an integer >= 1")
+    for key in ("pretrain_rank", "final_rank"):
+        require(1 <= t[key] <= n, f"task.{key}", t[key], f"an integer from 1 to task.size={n}")
+    require(1 <= t.n_obs <= n * n, "task.n_obs", t.n_obs, f"an integer from 1 to task.size^2={n * n}")
+    if t.pretrain_n_obs is not None:
+        require(1 <= t.pretrain_n_obs <= n * n, "task.pretrain_n_obs", t.pretrain_n_obs, f"null or an integer from 1 to task.size^2={n * n}")
+    require(t.pretrain_task in ("independent", "same"), "task.pretrain_task", t.pretrain_task, "independent or same")
+    require(m.depth >= 1, "model.depth", m.depth, "an integer >= 1")
+    require(m.init in ("gaussian", "balanced"), "model.init", m.init, "gaussian or balanced")
+    require(m.init_scale > 0, "model.init_scale", m.init_scale, "a number > 0")
+    require(cfg.switch.at_step >= 0, "switch.at_step", cfg.switch.at_step, "an integer >= 0")
+    require(cfg.train.steps_after_switch >= 0, "train.steps_after_switch", cfg.train.steps_after_switch, "an integer >= 0")
+    total = max_steps(cfg)
+    require(total >= 1, "train.max_steps", total, "an integer >= 1")
+    require(cfg.switch.at_step <= total, "switch.at_step", cfg.switch.at_step, f"a step within the run, <= train.max_steps={total}")
+    require(1 <= cfg.log.sv_top_k <= n, "log.sv_top_k", cfg.log.sv_top_k, f"an integer from 1 to task.size={n}")
+    validate_common(cfg)
+
+
+register_kind("matcomp", MatCompConfig, validate_matcomp)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Semantic checks of a merged config (types were checked by the schema)."""
+    _, validator = _schema_for(cfg.kind)
+    validator(cfg)
+
+
+def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
+    """Flatten a config into ``{"model.depth": 3, ...}`` (MLflow params)."""
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, full + "."))
+        else:
+            out[full] = value
+    return out

@@ -1,0 +1,44 @@
+"""Figures logged as MLflow artifacts (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["singular_value_figure"]
+
+
+def singular_value_figure(steps: Sequence[int], values: np.ndarray, switch_step: int | None = None, projections: np.ndarray | None = None, title: str = "", value_label: str = "singular value"):
+    """Trajectories of the top singular values of one member against the step.
+
+    Args:
+        steps: (T,) global steps.
+        values: (T, k) singular values, largest first.
+        switch_step: marked with a vertical line.
+        projections: optional (T, k) values in the reference basis, drawn dashed.
+    """
+    steps = np.asarray(steps)
+    values = np.asarray(values)
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, values.shape[1]))
+    for i in range(values.shape[1]):
+        ax.plot(steps, values[:, i], color=colors[i], lw=1.4, label=f"$\\sigma_{{{i + 1}}}$" if i < 10 else None)
+    if projections is not None:
+        projections = np.asarray(projections)
+        for i in range(projections.shape[1]):
+            ax.plot(steps, projections[:, i], color=colors[min(i, len(colors) - 1)], lw=1.0, ls="--")
+        ax.plot([], [], color="gray", ls="--", label="final-task basis")
+    if switch_step is not None:
+        ax.axvline(switch_step, color="crimson", ls=":", lw=1.5, label=f"switch (step {switch_step})")
+    ax.set_xlabel("step")
+    ax.set_ylabel(value_label)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,90 @@
+"""Deep linear models with a leading member dimension.
+
+Every parameter is shaped ``(E, ...)``: one module holds ``E`` independent members (seeds,
+onsets, observation sets) that train as one tensor program. Member ``e`` is initialised from its
+own seed exactly as a separate ``E = 1`` model with that seed would be.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .tasks import stream_generator
+
+__all__ = ["DeepMatrixFactorization", "product"]
+
+
+def product(factors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """End-to-end map ``W_D ... W_1`` of batched factors (first factor applied first)."""
+    w = factors[0]
+    for f in factors[1:]:
+        w = torch.matmul(f, w)
+    return w
+
+
+def _as_list(value, n: int, name: str) -> list:
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f"Expected `{name}` to have one entry per member ({n}), got {len(value)}")
+        return list(value)
+    return [value] * n
+
+
+class DeepMatrixFactorization(nn.Module):
+    """``W = W_D ... W_1`` with every ``W_i`` of shape ``(E, N, N)``, no bias.
+
+    Args:
+        size: N.
+        depth: D >= 1.
+        seeds: one seed per member; ``len(seeds)`` is E.
+        init: ``"gaussian"``, the paper's: iid N(0, (g^(1/D)/sqrt(N))^2) entries, so that
+            ``||W||_F`` is about ``g sqrt(N)`` at any depth; or ``"balanced"``: ``W_i = g^(1/D) O_i``
+            with random orthogonal ``O_i``, which satisfies ``W_{i+1}^T W_{i+1} = W_i W_i^T`` exactly.
+        init_scale: g, a float or one per member.
+
+    Example::
+
+        >>> net = DeepMatrixFactorization(size=4, depth=3, seeds=[0, 1])
+        >>> tuple(net().shape)
+        (2, 4, 4)
+    """
+
+    def __init__(self, size: int, depth: int, seeds: Sequence[int] = (0,), init: str = "gaussian", init_scale=1e-3, dtype=torch.float32):
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"Expected `depth` >= 1, got {depth}")
+        if init not in ("gaussian", "balanced"):
+            raise ValueError(f"Expected `init` in ('gaussian', 'balanced'), got {init!r}")
+        self.size, self.depth, self.init = size, depth, init
+        seeds = list(seeds)
+        scales = _as_list(init_scale, len(seeds), "init_scale")
+        layers = [torch.empty(len(seeds), size, size, dtype=torch.float64) for _ in range(depth)]
+        for e, (seed, g) in enumerate(zip(seeds, scales)):
+            for i, w in enumerate(self.init_member(size, depth, seed, init, g)):
+                layers[i][e] = w
+        self.factors = nn.ParameterList([nn.Parameter(w.to(dtype)) for w in layers])
+
+    @staticmethod
+    def init_member(size: int, depth: int, seed: int, init: str, init_scale: float) -> list[torch.Tensor]:
+        """The factors of one member (float64), from the seed's ``init`` stream."""
+        gen = stream_generator(seed, "init")
+        gain = init_scale ** (1.0 / depth)
+        out = []
+        for _ in range(depth):
+            z = torch.randn(size, size, generator=gen, dtype=torch.float64)
+            if init == "gaussian":
+                out.append(z * (gain / size**0.5))
+            else:
+                q, r = torch.linalg.qr(z)
+                out.append(gain * q * torch.sign(torch.diagonal(r)))
+        return out
+
+    @property
+    def n_members(self) -> int:
+        return self.factors[0].shape[0]
+
+    def forward(self) -> torch.Tensor:
+        return product(list(self.factors))

@@ -1,0 +1,140 @@
+"""Matrix completion with a deep linear factorisation (paper Sec. 4)."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+from torchmetrics.functional import mean_squared_error
+
+from ..models import DeepMatrixFactorization
+from .base import FullBatchModule
+
+__all__ = ["MatrixCompletionModule"]
+
+
+class MatrixCompletionModule(FullBatchModule):
+    """Full-batch gradient descent on ``L = 1/(2 n_obs) sum_observed (W_ij - M_ij)^2`` per member.
+
+    The tasks are named; each has a target and a 0/1 observation mask per member. The member's
+    current task is a buffer (``task_index``), so it is saved in and restored from checkpoints.
+    The loss of the module is the sum of the members' losses, so every member follows its own
+    gradient exactly.
+
+    Args:
+        model: the factorisation, with E members.
+        tasks: ``{name: (targets, masks)}``, each of shape ``(E, N, N)``.
+        lr: learning rate.
+        initial_task: the task every member trains on first.
+        final_task: the task the test error is measured against.
+
+    Contract offered to callbacks:
+        ``task_names``, ``set_task(name, members=None)``, ``current_tasks``, ``end_to_end()``,
+        ``reference_basis()`` (top singular vectors of the final task), ``n_members``.
+
+    Logged metrics (per member, see :func:`cpl.modules.base.member_key`):
+        ``train/loss`` (current task, observed entries, the training loss);
+        ``test/final_error``, ``test/final_error_unobserved``: mean squared error against the
+        final task over all entries (the paper's test error) and over its unobserved entries;
+        ``test/current_error``, ``test/current_error_unobserved``: likewise against the current task.
+    """
+
+    def __init__(
+        self,
+        model: DeepMatrixFactorization,
+        tasks: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+        lr: float,
+        initial_task: str = "pretrain",
+        final_task: str = "final",
+        log_every_n_steps: int = 100,
+        max_steps: int = 1,
+    ):
+        super().__init__(lr=lr, log_every_n_steps=log_every_n_steps, max_steps=max_steps)
+        self.model = model
+        self.task_names = list(tasks)
+        for name in (initial_task, final_task):
+            if name not in tasks:
+                raise ValueError(f"Expected a task named {name!r}, got tasks {self.task_names}")
+        e, n = model.n_members, model.size
+        dtype = model.factors[0].dtype
+        for name, (target, mask) in tasks.items():
+            if tuple(target.shape) != (e, n, n) or tuple(mask.shape) != (e, n, n):
+                raise ValueError(f"Task {name!r}: expected target and mask of shape {(e, n, n)}, got {tuple(target.shape)} and {tuple(mask.shape)}")
+        self.register_buffer("targets", torch.stack([t for t, _ in tasks.values()]).to(dtype))
+        self.register_buffer("masks", torch.stack([m for _, m in tasks.values()]).to(dtype))
+        n_obs = self.masks.sum(dim=(-1, -2))
+        if (n_obs < 1).any():
+            raise ValueError("Every task needs at least one observed entry per member")
+        self.register_buffer("weights", self.masks / n_obs[..., None, None])
+        self.register_buffer("task_index", torch.full((e,), self.task_names.index(initial_task), dtype=torch.long))
+        self.final_index = self.task_names.index(final_task)
+        self.progress_keys = ("train/loss", "test/final_error")
+        self._refresh()
+
+    # ---- task contract
+    @property
+    def n_members(self) -> int:
+        return self.model.n_members
+
+    @property
+    def current_tasks(self) -> list[str]:
+        return [self.task_names[i] for i in self.task_index.tolist()]
+
+    def set_task(self, name: str, members: Sequence[int] | None = None) -> None:
+        """Train ``members`` (default: all) on task ``name`` from the next step on."""
+        if name not in self.task_names:
+            raise ValueError(f"Unknown task {name!r}; this module has tasks {self.task_names}")
+        idx = self.task_names.index(name)
+        if members is None:
+            self.task_index.fill_(idx)
+        else:
+            self.task_index[list(members)] = idx
+        self._refresh()
+
+    def _refresh(self) -> None:
+        members = torch.arange(self.n_members, device=self.task_index.device)
+        self._target = self.targets[self.task_index, members]
+        self._weight = self.weights[self.task_index, members]
+
+    def _apply(self, fn, *args, **kwargs):  # keep the cached views on the module's device/dtype
+        out = super()._apply(fn, *args, **kwargs)
+        self._refresh()
+        return out
+
+    def on_train_start(self) -> None:
+        self._refresh()  # task_index may have been restored from a checkpoint
+        super().on_train_start()
+
+    # ---- maths
+    def end_to_end(self) -> torch.Tensor:
+        """The end-to-end matrices ``W`` of shape ``(E, N, N)`` (detached)."""
+        return self.model().detach()
+
+    def reference_basis(self, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top singular vectors ``(U, V)`` of the final task's targets, each ``(E, N, k)``."""
+        u, _, vh = torch.linalg.svd(self.targets[self.final_index].double())
+        k = k or u.shape[-1]
+        return u[..., :k].to(self.targets.dtype), vh.mT[..., :k].to(self.targets.dtype)
+
+    def member_losses(self, w: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.model() if w is None else w
+        return 0.5 * ((w - self._target).pow(2) * self._weight).sum(dim=(-1, -2))
+
+    def loss(self) -> torch.Tensor:
+        return 0.5 * ((self.model() - self._target).pow(2) * self._weight).sum()
+
+    @torch.no_grad()
+    def compute_metrics(self) -> dict[str, torch.Tensor]:
+        w = self.model()
+        members = torch.arange(self.n_members, device=w.device)
+        out = {"train/loss": self.member_losses(w)}
+        for label, idx in (("final", torch.full_like(self.task_index, self.final_index)), ("current", self.task_index)):
+            target, mask = self.targets[idx, members], self.masks[idx, members]
+            all_err, unobs_err = [], []
+            for e in range(self.n_members):
+                all_err.append(mean_squared_error(w[e], target[e]))
+                hidden = mask[e] == 0
+                unobs_err.append(mean_squared_error(w[e][hidden], target[e][hidden]) if hidden.any() else torch.zeros((), dtype=w.dtype))
+            out[f"test/{label}_error"] = torch.stack(all_err)
+            out[f"test/{label}_error_unobserved"] = torch.stack(unobs_err)
+        return out

@@ -1,0 +1,172 @@
+"""``train(cfg)``: one tracked run of any experiment family."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint, TQDMProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from . import tracking
+from .callbacks.singular_values import effective_rank, numerical_rank
+from .config import flatten, validate
+from .experiments import Experiment, build
+
+__all__ = ["train", "TrainResult", "RunFailed"]
+
+
+class RunFailed(RuntimeError):
+    """A run ended with an error; its MLflow run is marked FAILED with the metrics logged so far."""
+
+
+@dataclass
+class TrainResult:
+    """What a run returns: the final metrics and where the run is recorded."""
+
+    metrics: dict[str, float]
+    status: str
+    run_id: Optional[str] = None
+    tracking_uri: Optional[str] = None
+    checkpoint_dir: Optional[str] = None
+    figures: list[str] = field(default_factory=list)
+
+
+class _Progress(TQDMProgressBar):
+    """Progress bar showing the module's latest metrics, refreshed a few hundred times a run."""
+
+    def get_metrics(self, trainer, pl_module):
+        return dict(getattr(pl_module, "progress", {}))
+
+
+class _ExceptionRecorder(Callback):
+    def __init__(self):
+        self.exception: Optional[BaseException] = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.exception = exception
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", message=r".*ckpt_path=None\)` was called without a model.*")
+    warnings.filterwarnings("ignore", message=".*there is no last checkpoint available.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def final_summary(module) -> dict[str, float]:
+    """Final metrics of every member plus the effective and numerical rank of its matrix."""
+    out = dict(module.last_metrics)
+    if hasattr(module, "end_to_end"):
+        from .modules.base import member_metrics
+
+        s = torch.linalg.svdvals(module.end_to_end().double())
+        out.update(member_metrics({"sv/effective_rank": effective_rank(s), "sv/numerical_rank": numerical_rank(s, 1e-2)}))
+    return out
+
+
+def train(
+    cfg: DictConfig,
+    callbacks: Sequence[Callback] = (),
+    tags: Optional[dict[str, Any]] = None,
+    parent_run_id: Optional[str] = None,
+    experiment: Optional[Experiment] = None,
+) -> TrainResult:
+    """Train one run described by a validated config, tracked in MLflow.
+
+    Args:
+        cfg: a config from :func:`cpl.config.load_config` or :func:`cpl.config.make_config`.
+        callbacks: extra Lightning callbacks.
+        tags: extra MLflow tags.
+        parent_run_id: nest the run under this MLflow run (sweeps).
+        experiment: a pre-built experiment (module and callbacks) to use instead of ``build(cfg)``.
+
+    Returns:
+        :class:`TrainResult` with the final metrics (``test/final_error``, ``sv/effective_rank``, ...).
+
+    Raises:
+        cpl.modules.DivergenceError: the loss became NaN/inf (run marked FAILED).
+        KeyboardInterrupt: Ctrl-C (run marked KILLED; a resumable checkpoint is saved).
+    """
+    validate(cfg)
+    _quiet_lightning()
+    exp = experiment or build(cfg)
+    uri = client = run_id = None
+    loggers = []
+    if cfg.tracking.enabled:
+        uri = tracking.tracking_uri(cfg.tracking.uri)
+        client = tracking.get_client(uri)
+        run_tags = {"cpl.conf": cfg.name, "cpl.kind": cfg.kind, **(tags or {})}
+        if cfg.trainer.ckpt_path:
+            run_tags["cpl.resumed_from"] = cfg.trainer.ckpt_path
+        run_id = tracking.start_run(client, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name or None, run_tags, parent_run_id)
+        tracking.log_params(client, run_id, flatten(cfg))
+        client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        loggers.append(tracking.BufferedMLFlowLogger(tracking_uri=uri, run_id=run_id, experiment_name=cfg.tracking.experiment))
+
+    # a fresh folder per run: Lightning resumes from a `last.ckpt` it finds when OnExceptionCheckpoint is used
+    ckpt_dir = Path(cfg.trainer.checkpoint_dir) / (run_id or f"untracked-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(exp)}")
+    every = cfg.trainer.checkpoint_every_n_steps or None
+    recorder = _ExceptionRecorder()
+    all_callbacks: list[Callback] = [*exp.callbacks, *callbacks, recorder,
+                                     ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=every, save_last=True, save_top_k=1),
+                                     OnExceptionCheckpoint(dirpath=ckpt_dir, filename="interrupted")]
+    if cfg.trainer.progress_bar:
+        all_callbacks.append(_Progress(refresh_rate=max(1, exp.max_steps // 400)))
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator, devices=1, max_steps=exp.max_steps, max_epochs=-1,
+        logger=loggers or False, callbacks=all_callbacks, enable_progress_bar=cfg.trainer.progress_bar,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        default_root_dir=str(ckpt_dir),
+    )
+    previous_sigint = signal.getsignal(signal.SIGINT)
+
+    def close(status: str, message: Optional[str] = None) -> None:
+        for lg in loggers:
+            lg.flush()
+        if client is not None:
+            if message:
+                tracking.set_tags(client, run_id, {"cpl.status_message": message[:5000]})
+            client.set_terminated(run_id, status)
+
+    try:
+        trainer.fit(exp.module, ckpt_path=cfg.trainer.ckpt_path)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        signal.signal(signal.SIGINT, previous_sigint)
+        if isinstance(exc, KeyboardInterrupt) or isinstance(recorder.exception, KeyboardInterrupt):
+            close("KILLED", f"interrupted at step {trainer.global_step}; resume with trainer.ckpt_path={ckpt_dir / 'interrupted.ckpt'}")
+            raise KeyboardInterrupt from None
+        close("FAILED", f"exited at step {trainer.global_step}")
+        raise
+    except BaseException as exc:
+        close("FAILED", f"{type(exc).__name__} at step {trainer.global_step}: {exc}")
+        raise
+
+    summary = final_summary(exp.module)
+    figure_paths: list[str] = []
+    if client is not None:
+        final = {k: v for k, v in summary.items() if k not in exp.module.last_metrics}
+        for lg in loggers:
+            lg.log_metrics(final, step=trainer.global_step)
+            lg.flush()
+        if cfg.log.figures:
+            import matplotlib.pyplot as plt
+
+            for name, fig in exp.figures().items():
+                client.log_figure(run_id, fig, name)
+                plt.close(fig)
+                figure_paths.append(name)
+        client.set_terminated(run_id, "FINISHED")
+    return TrainResult(metrics=summary, status="FINISHED", run_id=run_id, tracking_uri=uri, checkpoint_dir=str(ckpt_dir), figures=figure_paths)

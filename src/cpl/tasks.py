@@ -1,0 +1,91 @@
+"""Tasks: seeded low-rank ground truths and observation sets for matrix completion.
+
+Every random draw comes from its own stream, derived from ``(seed, stream name)``, so that
+changing one setting (a rank, an observation count) leaves the other draws unchanged. This is
+what lets cells of a sweep that differ only in onset share data and init exactly.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["stream_generator", "low_rank_matrix", "observation_order", "mask_from_indices", "MatCompTasks", "make_matcomp_tasks"]
+
+
+def stream_generator(seed: int, stream: str) -> torch.Generator:
+    """A ``torch.Generator`` for the named random stream of ``seed`` (independent across names)."""
+    state = np.random.SeedSequence([int(seed), zlib.crc32(stream.encode())]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def low_rank_matrix(size: int, rank: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
+    """The paper's ground truth: ``A B^T / sqrt(r)`` with iid N(0,1) ``A, B``, rescaled to ``||M||_F = N``.
+
+    >>> M = low_rank_matrix(20, 3, torch.Generator().manual_seed(0))
+    >>> int(torch.linalg.matrix_rank(M)), round(float(M.norm()), 6)
+    (3, 20.0)
+    """
+    a = torch.randn(size, rank, generator=generator, dtype=torch.float64)
+    b = torch.randn(size, rank, generator=generator, dtype=torch.float64)
+    m = a @ b.T / rank**0.5
+    return (m * (size / m.norm())).to(dtype)
+
+
+def observation_order(size: int, generator: torch.Generator) -> torch.Tensor:
+    """A uniformly random order of the ``size**2`` entries; the first ``n`` are the observed ones."""
+    return torch.randperm(size * size, generator=generator)
+
+
+def mask_from_indices(size: int, indices: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    mask = torch.zeros(size * size, dtype=dtype)
+    mask[indices] = 1
+    return mask.view(size, size)
+
+
+@dataclass
+class MatCompTasks:
+    """The two tasks of one member: targets and 0/1 observation masks (N x N each)."""
+
+    pretrain_target: torch.Tensor
+    pretrain_mask: torch.Tensor
+    final_target: torch.Tensor
+    final_mask: torch.Tensor
+
+    def as_dict(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return {"pretrain": (self.pretrain_target, self.pretrain_mask), "final": (self.final_target, self.final_mask)}
+
+
+def make_matcomp_tasks(
+    size: int,
+    pretrain_rank: int,
+    final_rank: int,
+    n_obs: int,
+    seed: int,
+    pretrain_n_obs: int | None = None,
+    pretrain_task: str = "independent",
+    dtype=torch.float32,
+) -> MatCompTasks:
+    """Build the pre-training and final tasks of paper-setup.md part A for one seed.
+
+    Both observation sets are prefixes of one random order of the entries: with equal counts
+    they are the same locations, otherwise the smaller set is inside the larger one.
+    """
+    final = low_rank_matrix(size, final_rank, stream_generator(seed, "final_task"))
+    if pretrain_task == "same":
+        pre = final.clone()
+    elif pretrain_task == "independent":
+        pre = low_rank_matrix(size, pretrain_rank, stream_generator(seed, "pretrain_task"))
+    else:
+        raise ValueError(f"Expected `pretrain_task` in ('independent', 'same'), got {pretrain_task!r}")
+    order = observation_order(size, stream_generator(seed, "observations"))
+    k_pre = n_obs if pretrain_n_obs is None else pretrain_n_obs
+    return MatCompTasks(
+        pretrain_target=pre.to(dtype),
+        pretrain_mask=mask_from_indices(size, order[:k_pre], dtype),
+        final_target=final.to(dtype),
+        final_mask=mask_from_indices(size, order[:n_obs], dtype),
+    )

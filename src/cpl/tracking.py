@@ -1,0 +1,128 @@
+"""MLflow tracking: the default local store, run creation, and a buffered Lightning logger.
+
+The default store is ``sqlite:///mlruns/mlflow.db`` with artifacts under ``mlruns/artifacts``.
+``$MLFLOW_TRACKING_URI`` or ``tracking.uri`` override it. Metrics are buffered and written with
+``log_batch`` (up to 1000 per call) every few seconds and at the end: logging one metric at a
+time to SQLite costs about 10 ms a call and would dominate a run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+__all__ = ["DEFAULT_TRACKING_URI", "tracking_uri", "get_client", "get_or_create_experiment", "start_run", "log_params", "git_commit", "BufferedMLFlowLogger"]
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+_BATCH = 1000
+
+
+def tracking_uri(uri: Optional[str] = None) -> str:
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else :data:`DEFAULT_TRACKING_URI`."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _sqlite_path(uri: str) -> Optional[Path]:
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):])
+    return None
+
+
+def get_client(uri: Optional[str] = None) -> MlflowClient:
+    uri = tracking_uri(uri)
+    db = _sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri)
+
+
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    db = _sqlite_path(client.tracking_uri)
+    location = None
+    if db is not None:  # keep artifacts beside the local database, under mlruns/
+        location = (db.parent.resolve() / "artifacts" / name).as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def git_commit(path: Optional[Path] = None) -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path or Path(__file__).parent, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def start_run(client: MlflowClient, experiment: str, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None, parent_run_id: Optional[str] = None) -> str:
+    """Create a run (nested under ``parent_run_id`` if given) and return its id."""
+    tags = {k: str(v) for k, v in (tags or {}).items()}
+    commit = git_commit()
+    if commit:
+        tags.setdefault("mlflow.source.git.commit", commit)
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(get_or_create_experiment(client, experiment), run_name=run_name, tags=tags)
+    return run.info.run_id
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    items = [Param(k, "None" if v is None else str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i:i + 100])
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+class BufferedMLFlowLogger(MLFlowLogger):
+    """Lightning's ``MLFlowLogger`` with metrics buffered and written in batches.
+
+    Args:
+        flush_every_s: write buffered metrics when this many seconds have passed since the last write.
+        **kwargs: passed to :class:`lightning.pytorch.loggers.MLFlowLogger` (``run_id``, ``tracking_uri``, ...).
+
+    The buffer is flushed by :meth:`flush`, by :meth:`finalize` (also on failure or interrupt)
+    and when it holds more than ``max_buffer`` metrics.
+    """
+
+    def __init__(self, flush_every_s: float = 10.0, max_buffer: int = 20000, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.flush_every_s, self.max_buffer = flush_every_s, max_buffer
+        self._buffer: list[Metric] = []
+        self._last_flush = time.monotonic()
+        self.write_seconds = 0.0  # time spent writing to the store, for benchmarks
+
+    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
+        ts = int(time.time() * 1000)
+        step = 0 if step is None else int(step)
+        self._buffer.extend(Metric(self._prefix + k if self._prefix else k, float(v), ts, step) for k, v in metrics.items())
+        if len(self._buffer) >= self.max_buffer or time.monotonic() - self._last_flush >= self.flush_every_s:
+            self.flush()
+
+    def log_hyperparams(self, params: Any) -> None:  # params are logged by cpl from the config
+        return None
+
+    def flush(self) -> None:
+        t0 = time.perf_counter()
+        buf, self._buffer = self._buffer, []
+        for i in range(0, len(buf), _BATCH):
+            self.experiment.log_batch(self.run_id, metrics=buf[i:i + _BATCH])
+        self._last_flush = time.monotonic()
+        self.write_seconds += time.perf_counter() - t0
+
+    def finalize(self, status: str = "success") -> None:
+        if self._initialized:
+            self.flush()
+        super().finalize(status)
