@@ -194,6 +194,9 @@ def load_config(name: str, overrides: list[str] | tuple[str, ...] = (), director
     if not path.is_file():
         raise ConfigError(f"conf={name!r} not found in {directory}; available confs: {', '.join(available_confs(directory)) or '(none)'}")
     raw = OmegaConf.load(path)
+    malformed = [o for o in overrides if "=" not in o or not o.split("=", 1)[0].strip()]
+    if malformed:
+        raise ConfigError(f"Could not parse overrides {malformed}: use key=value, e.g. model.depth=4")
     try:
         over = OmegaConf.from_dotlist(list(overrides))
     except OmegaConfBaseException as exc:
