@@ -83,3 +83,54 @@ def train_main(argv: Sequence[str]) -> int:
         print(f"  MLflow run {result.run_id} in {result.tracking_uri}")
         print(f"  open it with:  mlflow ui --backend-store-uri {result.tracking_uri}")
     return 0
+
+
+BENCH_HELP = """\
+usage: python scripts/bench.py [conf=NAME] [repeats=3] [key=value ...]
+
+Times, in one process, the Lightning run with MLflow logging (to a temporary SQLite store)
+against a plain PyTorch loop doing the same gradient steps, test errors and singular-value
+readouts. Defaults: conf=matcomp_rank10to5 switch.at_step=3000 train.steps_after_switch=3000.
+Prints steps/s of each and the ratio Lightning / plain (target >= 0.7).
+
+Available confs (in {conf_dir}):
+{confs}
+"""
+
+
+def bench_main(argv: Sequence[str]) -> int:
+    argv = list(argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        parse_args(["--help"], BENCH_HELP)
+        return 0
+    repeats = 3
+    rest = []
+    for a in argv:
+        if a.startswith("repeats="):
+            repeats = int(a.split("=", 1)[1])
+        else:
+            rest.append(a)
+    if not any(a.startswith("conf=") for a in rest):
+        rest.insert(0, "conf=matcomp_rank10to5")
+    defaults = ["switch.at_step=3000", "train.steps_after_switch=3000"]
+    try:
+        name, overrides = parse_args(rest, BENCH_HELP)
+        keys = {o.split("=", 1)[0] for o in overrides}
+        cfg = load_config(name, [d for d in defaults if d.split("=", 1)[0] not in keys] + overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import torch
+
+    from .bench import bench_train
+
+    print(f"benchmark: conf={name}, depth {cfg.model.depth}, N {cfg.task.size}, {repeats} repeats, torch threads {torch.get_num_threads()}")
+    out = bench_train(cfg, repeats=repeats)
+    print(f"{'':20s} {'seconds':>9s} {'steps/s':>9s}")
+    for key in ("plain", "lightning", "lightning+mlflow"):
+        print(f"{key:20s} {out['seconds'][key]:9.3f} {out['steps_per_s'][key]:9.0f}")
+    print(f"ratio Lightning / plain:           {out['ratio_lightning']:.3f}")
+    print(f"ratio Lightning+MLflow / plain:    {out['ratio_lightning_mlflow']:.3f}  (target >= 0.7)")
+    print(f"MLflow write time: {out['mlflow_write_seconds']:.3f} s ({100 * out['mlflow_write_share']:.1f}% of the run)")
+    print(f"max |W_lightning - W_plain|: {out['max_abs_weight_diff']:.3e}")
+    return 0

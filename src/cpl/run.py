@@ -38,6 +38,7 @@ class TrainResult:
     tracking_uri: Optional[str] = None
     checkpoint_dir: Optional[str] = None
     figures: list[str] = field(default_factory=list)
+    logging_seconds: float = 0.0  #: time spent writing metrics to the tracking store
 
 
 class _Progress(TQDMProgressBar):
@@ -169,4 +170,5 @@ def train(
                 plt.close(fig)
                 figure_paths.append(name)
         client.set_terminated(run_id, "FINISHED")
-    return TrainResult(metrics=summary, status="FINISHED", run_id=run_id, tracking_uri=uri, checkpoint_dir=str(ckpt_dir), figures=figure_paths)
+    return TrainResult(metrics=summary, status="FINISHED", run_id=run_id, tracking_uri=uri, checkpoint_dir=str(ckpt_dir), figures=figure_paths,
+                       logging_seconds=sum(lg.write_seconds for lg in loggers))
