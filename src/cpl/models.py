@@ -86,5 +86,11 @@ class DeepMatrixFactorization(nn.Module):
     def n_members(self) -> int:
         return self.factors[0].shape[0]
 
+    def product(self, members: slice | torch.Tensor = slice(None)) -> torch.Tensor:
+        """End-to-end matrices of the selected members (a slice or an index tensor)."""
+        if isinstance(members, slice) and members == slice(None):
+            return product(list(self.factors))
+        return product([f[members] for f in self.factors])
+
     def forward(self) -> torch.Tensor:
         return product(list(self.factors))

@@ -65,6 +65,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*ckpt_path=None\)` was called without a model.*")
     warnings.filterwarnings("ignore", message=".*there is no last checkpoint available.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
 
 
 def final_summary(module) -> dict[str, float]:

@@ -39,7 +39,9 @@ class SingularValueLogger(Callback):
 
     Module contract (checked in ``setup``): an attribute or method named ``matrix`` giving a tensor
     ``(n, m)`` or ``(E, n, m)`` (E members); with ``reference``, an attribute or method of that name
-    giving ``(U, V)`` with shapes ``(..., n, k')`` and ``(..., m, k')``.
+    giving ``(U, V)`` with shapes ``(..., n, k')`` and ``(..., m, k')``. Optionally
+    ``members_to_log(step, every_n_steps) -> list[int]``: which members to log at a step (modules
+    whose members have their own windows of steps); without it, all members on the interval.
 
     Args:
         every_n_steps: interval in global steps (step 0 and the last step are logged too).
@@ -97,9 +99,11 @@ class SingularValueLogger(Callback):
         }
 
     @torch.no_grad()
-    def compute(self, pl_module: L.LightningModule) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Singular values (E, min(n,m)), projections (E, k) or None, of the module's matrix now."""
+    def compute(self, pl_module: L.LightningModule, members: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Singular values (M, min(n,m)) and projections (M, k) or None of the selected members' matrices now."""
         w = as_members(resolve(pl_module, self.matrix).detach())
+        if members is not None:
+            w = w[members]
         s = torch.linalg.svdvals(w)
         proj = None
         if self.reference is not None:
@@ -107,42 +111,58 @@ class SingularValueLogger(Callback):
                 u, v = resolve(pl_module, self.reference)
                 self._basis = (as_members(u).to(w), as_members(v).to(w))
             u, v = self._basis
+            if members is not None and u.shape[0] > 1:
+                u, v = u[members], v[members]
             k = min(self.top_k, u.shape[-1], v.shape[-1])
             proj = torch.einsum("eik,eij,ejk->ek", u[..., :k], w, v[..., :k])
         return s, proj
+
+    def _members(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[int] | None:
+        """Members to log now; None = all (modules without a member schedule)."""
+        step = trainer.global_step
+        fn = getattr(pl_module, "members_to_log", None)
+        if callable(fn):
+            return list(fn(step, self.every_n_steps))
+        last = step >= (trainer.max_steps or -1) > 0
+        return None if step % self.every_n_steps == 0 or last else []
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step
         if self.steps and self.steps[-1] == step:
             return
-        s, proj = self.compute(pl_module)
+        members = self._members(trainer, pl_module)
+        if members is not None and not members:
+            return
+        s, proj = self.compute(pl_module, members)
+        n = as_members(resolve(pl_module, self.matrix)).shape[0]
+        idx = list(range(n)) if members is None else members
         k = min(self.top_k, s.shape[-1])
         top = s[:, :k].cpu()
         er, nr = effective_rank(s).cpu(), numerical_rank(s, self.rank_rtol).cpu()
-        n = s.shape[0]
         metrics: dict[str, float] = {}
-        for e in range(n):
+        for j, e in enumerate(idx):
             for i in range(k):
-                metrics[member_key(f"{self.prefix}/{i + 1}", e, n)] = float(top[e, i])
-            metrics[member_key(f"{self.prefix}/effective_rank", e, n)] = float(er[e])
-            metrics[member_key(f"{self.prefix}/numerical_rank", e, n)] = float(nr[e])
+                metrics[member_key(f"{self.prefix}/{i + 1}", e, n)] = float(top[j, i])
+            metrics[member_key(f"{self.prefix}/effective_rank", e, n)] = float(er[j])
+            metrics[member_key(f"{self.prefix}/numerical_rank", e, n)] = float(nr[j])
             if proj is not None:
                 for i in range(proj.shape[-1]):
-                    metrics[member_key(f"{self.prefix}_ref/{i + 1}", e, n)] = float(proj[e, i])
+                    metrics[member_key(f"{self.prefix}_ref/{i + 1}", e, n)] = float(proj[j, i])
+        full = torch.full((n, k), float("nan"), dtype=top.dtype)
+        full[idx] = top
         self.steps.append(step)
-        self.values.append(top)
+        self.values.append(full)
         if proj is not None:
-            self.projections.append(proj.cpu())
+            fp = torch.full((n, proj.shape[-1]), float("nan"), dtype=top.dtype)
+            fp[idx] = proj.cpu().to(top.dtype)
+            self.projections.append(fp)
         log_to_loggers(trainer, metrics, step)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step % self.every_n_steps == 0:
-            self._log(trainer, pl_module)
+        self._log(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = trainer.global_step
-        if step % self.every_n_steps == 0 or step >= (trainer.max_steps or -1) > 0:
-            self._log(trainer, pl_module)
+        self._log(trainer, pl_module)
 
     def state_dict(self) -> dict[str, Any]:
         h = self.history()

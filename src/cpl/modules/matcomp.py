@@ -73,10 +73,6 @@ class MatrixCompletionModule(FullBatchModule):
 
     # ---- task contract
     @property
-    def n_members(self) -> int:
-        return self.model.n_members
-
-    @property
     def current_tasks(self) -> list[str]:
         return [self.task_names[i] for i in self.task_index.tolist()]
 
@@ -116,22 +112,22 @@ class MatrixCompletionModule(FullBatchModule):
         k = k or u.shape[-1]
         return u[..., :k].to(self.targets.dtype), vh.mT[..., :k].to(self.targets.dtype)
 
-    def member_losses(self, w: torch.Tensor | None = None) -> torch.Tensor:
-        w = self.model() if w is None else w
-        return 0.5 * ((w - self._target).pow(2) * self._weight).sum(dim=(-1, -2))
-
     def loss(self) -> torch.Tensor:
-        return 0.5 * ((self.model() - self._target).pow(2) * self._weight).sum()
+        sel = self.active
+        w = self.model.product(sel)
+        return 0.5 * ((w - self._target[sel]).pow(2) * self._weight[sel]).sum()
 
     @torch.no_grad()
-    def compute_metrics(self) -> dict[str, torch.Tensor]:
-        w = self.model()
-        members = torch.arange(self.n_members, device=w.device)
-        out = {"train/loss": self.member_losses(w)}
-        for label, idx in (("final", torch.full_like(self.task_index, self.final_index)), ("current", self.task_index)):
-            target, mask = self.targets[idx, members], self.masks[idx, members]
+    def compute_metrics(self, members: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+        sel = slice(None) if members is None else torch.tensor(list(members), dtype=torch.long, device=self.task_index.device)
+        w = self.model.product(sel)
+        members_t = torch.arange(self.n_members, device=w.device)[sel]
+        task_index = self.task_index[sel]
+        out = {"train/loss": 0.5 * ((w - self._target[sel]).pow(2) * self._weight[sel]).sum(dim=(-1, -2))}
+        for label, idx in (("final", torch.full_like(task_index, self.final_index)), ("current", task_index)):
+            target, mask = self.targets[idx, members_t], self.masks[idx, members_t]
             all_err, unobs_err = [], []
-            for e in range(self.n_members):
+            for e in range(w.shape[0]):
                 all_err.append(mean_squared_error(w[e], target[e]))
                 hidden = mask[e] == 0
                 unobs_err.append(mean_squared_error(w[e][hidden], target[e][hidden]) if hidden.any() else torch.zeros((), dtype=w.dtype))
