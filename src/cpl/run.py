@@ -79,6 +79,63 @@ def final_summary(module) -> dict[str, float]:
     return out
 
 
+def _checkpoint_dir(cfg: DictConfig, run_id: Optional[str], exp: Experiment) -> Path:
+    # a fresh folder per run: Lightning resumes from a `last.ckpt` it finds when OnExceptionCheckpoint is used
+    return Path(cfg.trainer.checkpoint_dir) / (run_id or f"untracked-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(exp)}")
+
+
+def _close(client, run_ids: Sequence[str], loggers: Sequence, status: str, message: Optional[str] = None) -> None:
+    for lg in loggers:
+        lg.flush()
+    if client is not None:
+        for run_id in run_ids:
+            if message:
+                tracking.set_tags(client, run_id, {"cpl.status_message": message[:5000]})
+            client.set_terminated(run_id, status)
+
+
+def _fit(cfg: DictConfig, exp: Experiment, loggers: list, callbacks: list[Callback], ckpt_dir: Path, client, run_ids: Sequence[str]) -> L.Trainer:
+    """Fit ``exp`` with checkpointing; on an error or Ctrl-C mark ``run_ids`` FAILED or KILLED (metrics kept) and re-raise."""
+    every = cfg.trainer.checkpoint_every_n_steps or None
+    recorder = _ExceptionRecorder()
+    all_callbacks: list[Callback] = [*exp.callbacks, *callbacks, recorder,
+                                     ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=every, save_last=True, save_top_k=1),
+                                     OnExceptionCheckpoint(dirpath=ckpt_dir, filename="interrupted")]
+    if cfg.trainer.progress_bar:
+        all_callbacks.append(_Progress(refresh_rate=max(1, exp.max_steps // 400)))
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator, devices=1, max_steps=exp.max_steps, max_epochs=-1,
+        logger=loggers or False, callbacks=all_callbacks, enable_progress_bar=cfg.trainer.progress_bar,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        default_root_dir=str(ckpt_dir),
+    )
+    previous_sigint = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(exp.module, ckpt_path=cfg.trainer.ckpt_path)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        signal.signal(signal.SIGINT, previous_sigint)
+        if isinstance(exc, KeyboardInterrupt) or isinstance(recorder.exception, KeyboardInterrupt):
+            _close(client, run_ids, loggers, "KILLED", f"interrupted at step {trainer.global_step}; resume with trainer.ckpt_path={ckpt_dir / 'interrupted.ckpt'}")
+            raise KeyboardInterrupt from None
+        _close(client, run_ids, loggers, "FAILED", f"exited at step {trainer.global_step}")
+        raise
+    except BaseException as exc:
+        _close(client, run_ids, loggers, "FAILED", f"{type(exc).__name__} at step {trainer.global_step}: {exc}")
+        raise
+    return trainer
+
+
+def _log_figures(client, run_id: str, figures: dict[str, Any]) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    names = []
+    for name, fig in figures.items():
+        client.log_figure(run_id, fig, name)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
 def train(
     cfg: DictConfig,
     callbacks: Sequence[Callback] = (),
@@ -118,43 +175,8 @@ def train(
         client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         loggers.append(tracking.BufferedMLFlowLogger(tracking_uri=uri, run_id=run_id, experiment_name=cfg.tracking.experiment))
 
-    # a fresh folder per run: Lightning resumes from a `last.ckpt` it finds when OnExceptionCheckpoint is used
-    ckpt_dir = Path(cfg.trainer.checkpoint_dir) / (run_id or f"untracked-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(exp)}")
-    every = cfg.trainer.checkpoint_every_n_steps or None
-    recorder = _ExceptionRecorder()
-    all_callbacks: list[Callback] = [*exp.callbacks, *callbacks, recorder,
-                                     ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=every, save_last=True, save_top_k=1),
-                                     OnExceptionCheckpoint(dirpath=ckpt_dir, filename="interrupted")]
-    if cfg.trainer.progress_bar:
-        all_callbacks.append(_Progress(refresh_rate=max(1, exp.max_steps // 400)))
-    trainer = L.Trainer(
-        accelerator=cfg.trainer.accelerator, devices=1, max_steps=exp.max_steps, max_epochs=-1,
-        logger=loggers or False, callbacks=all_callbacks, enable_progress_bar=cfg.trainer.progress_bar,
-        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-        default_root_dir=str(ckpt_dir),
-    )
-    previous_sigint = signal.getsignal(signal.SIGINT)
-
-    def close(status: str, message: Optional[str] = None) -> None:
-        for lg in loggers:
-            lg.flush()
-        if client is not None:
-            if message:
-                tracking.set_tags(client, run_id, {"cpl.status_message": message[:5000]})
-            client.set_terminated(run_id, status)
-
-    try:
-        trainer.fit(exp.module, ckpt_path=cfg.trainer.ckpt_path)
-    except (KeyboardInterrupt, SystemExit) as exc:
-        signal.signal(signal.SIGINT, previous_sigint)
-        if isinstance(exc, KeyboardInterrupt) or isinstance(recorder.exception, KeyboardInterrupt):
-            close("KILLED", f"interrupted at step {trainer.global_step}; resume with trainer.ckpt_path={ckpt_dir / 'interrupted.ckpt'}")
-            raise KeyboardInterrupt from None
-        close("FAILED", f"exited at step {trainer.global_step}")
-        raise
-    except BaseException as exc:
-        close("FAILED", f"{type(exc).__name__} at step {trainer.global_step}: {exc}")
-        raise
+    ckpt_dir = _checkpoint_dir(cfg, run_id, exp)
+    trainer = _fit(cfg, exp, loggers, list(callbacks), ckpt_dir, client, [run_id] if run_id else [])
 
     summary = final_summary(exp.module)
     figure_paths: list[str] = []
@@ -164,12 +186,7 @@ def train(
             lg.log_metrics(final, step=trainer.global_step)
             lg.flush()
         if cfg.log.figures:
-            import matplotlib.pyplot as plt
-
-            for name, fig in exp.figures().items():
-                client.log_figure(run_id, fig, name)
-                plt.close(fig)
-                figure_paths.append(name)
+            figure_paths = _log_figures(client, run_id, exp.figures())
         client.set_terminated(run_id, "FINISHED")
     return TrainResult(metrics=summary, status="FINISHED", run_id=run_id, tracking_uri=uri, checkpoint_dir=str(ckpt_dir), figures=figure_paths,
                        logging_seconds=sum(lg.write_seconds for lg in loggers))
