@@ -81,9 +81,10 @@ def build_matcomp(cfg: DictConfig) -> Experiment:
         if ode_cb is not None and len(ode_cb.steps):
             oh = ode_cb.history()
             out["figures/ode_overlay.png"] = ode_overlay_figure(
-                oh["steps"], oh["sgd"]["sv"][:, 0], oh["ode"]["sv"][:, 0], switch_step=cfg.switch.at_step,
+                oh["steps"], oh["sgd"]["sv"][:, 0], oh["ode"]["sv"][:, 0],
+                switch_step=switch.switched_at[0] if switch.switched_at[0] is not None else cfg.switch.at_step,
                 reference=ode_cb.reference.name, log_y=True,
-                title=f"{cfg.name or 'matcomp'}: SGD vs {ode_cb.reference.name}, depth {cfg.model.depth}, n_obs {cfg.task.n_obs}",
+                title=f"{cfg.name or 'matcomp'}: SGD vs {ode_cb.reference.name}\ndepth {cfg.model.depth}, rank {cfg.task.pretrain_rank}->{cfg.task.final_rank}, n_obs {cfg.task.n_obs}, lr {cfg.optim.lr}",
             )
         return out
 
