@@ -25,6 +25,9 @@ Common keys (matrix completion):
   model.depth             number of factors                model.init_scale g (init scale)
   optim.lr                learning rate                    switch.at_step   length of the deficit
   train.steps_after_switch, log.every_n_steps, log.sv_every_n_steps
+  ode.enabled=true         log an analytic reference next to SGD (ode/sv_k, sgd/sv_k, overlay figure)
+  ode.kind                factorization (any depth) | saxe | braun (depth 2, full observation)
+  task.shared_basis=true  both targets share singular vectors     model.init=aligned  init in that basis
   tracking.uri            MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)
   trainer.ckpt_path       resume from a checkpoint         trainer.accelerator cpu|gpu|auto
 

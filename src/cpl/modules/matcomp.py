@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from torchmetrics.functional import mean_squared_error
@@ -27,10 +27,14 @@ class MatrixCompletionModule(FullBatchModule):
         lr: learning rate.
         initial_task: the task every member trains on first.
         final_task: the task the test error is measured against.
+        ode_kind: the analytic reference :meth:`ode_reference` builds: ``"factorization"``,
+            ``"saxe"`` or ``"braun"`` (see :mod:`cpl.modules.matcomp_references`).
+        ode_options: keyword arguments of that reference (``top_k``, ``every_n_steps``, ``rtol``).
 
     Contract offered to callbacks:
         ``task_names``, ``set_task(name, members=None)``, ``current_tasks``, ``end_to_end()``,
-        ``reference_basis()`` (top singular vectors of the final task), ``n_members``.
+        ``reference_basis()`` (top singular vectors of the final task), ``n_members``,
+        ``ode_reference(schedule)`` (the analytic reference of :class:`~cpl.callbacks.ODEReference`).
 
     Logged metrics (per member, see :func:`cpl.modules.base.member_key`):
         ``train/loss`` (current task, observed entries, the training loss);
@@ -48,6 +52,8 @@ class MatrixCompletionModule(FullBatchModule):
         final_task: str = "final",
         log_every_n_steps: int = 100,
         max_steps: int = 1,
+        ode_kind: str = "factorization",
+        ode_options: Optional[Mapping[str, Any]] = None,
     ):
         super().__init__(lr=lr, log_every_n_steps=log_every_n_steps, max_steps=max_steps)
         self.model = model
@@ -69,6 +75,11 @@ class MatrixCompletionModule(FullBatchModule):
         self.register_buffer("task_index", torch.full((e,), self.task_names.index(initial_task), dtype=torch.long))
         self.final_index = self.task_names.index(final_task)
         self.progress_keys = ("train/loss", "test/final_error")
+        from .matcomp_references import REFERENCES
+
+        if ode_kind not in REFERENCES:
+            raise ValueError(f"Expected `ode_kind` in {tuple(REFERENCES)}, got {ode_kind!r}")
+        self.ode_kind, self.ode_options = ode_kind, dict(ode_options or {})
         self._refresh()
 
     # ---- task contract
@@ -111,6 +122,12 @@ class MatrixCompletionModule(FullBatchModule):
         u, _, vh = torch.linalg.svd(self.targets[self.final_index].double())
         k = k or u.shape[-1]
         return u[..., :k].to(self.targets.dtype), vh.mT[..., :k].to(self.targets.dtype)
+
+    def ode_reference(self, schedule: Sequence = ()):
+        """The analytic reference chosen by ``ode_kind`` (the schedule reaches it in ``prepare``)."""
+        from .matcomp_references import make_reference
+
+        return make_reference(self.ode_kind, **self.ode_options)
 
     def loss(self) -> torch.Tensor:
         sel = self.active

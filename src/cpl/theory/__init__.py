@@ -1,0 +1,1 @@
+"""Analytic references: pure functions (ODEs, closed forms) checked against gradient descent."""
