@@ -55,7 +55,7 @@ def test_unknown_conf_lists_available():
         ("task.n_obs=0", r"'task.n_obs': got 0; allowed: an integer from 1 to task.size\^2=10000"),
         ("optim.lr=0", r"'optim.lr': got 0.0; allowed: a number > 0"),
         ("optim.lr=-0.1", r"'optim.lr': got -0.1; allowed: a number > 0"),
-        ("model.init=xavier", r"'model.init': got 'xavier'; allowed: gaussian or balanced"),
+        ("model.init=xavier", r"'model.init': got 'xavier'; allowed: gaussian, balanced or aligned"),
         ("model.init_scale=0", r"'model.init_scale': got 0.0; allowed: a number > 0"),
         ("switch.at_step=-1", r"'switch.at_step': got -1; allowed: an integer >= 0"),
         ("task.pretrain_task=other", r"'task.pretrain_task': got 'other'; allowed: independent or same"),
