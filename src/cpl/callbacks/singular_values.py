@@ -45,6 +45,9 @@ class SingularValueLogger(Callback):
         every_n_steps: interval in global steps (step 0 and the last step are logged too).
         top_k: how many singular values to log.
         matrix: name of the module's matrix (default ``end_to_end``).
+        matrix_kwargs: keyword arguments for the ``matrix`` method, e.g. ``{"name": "a"}`` with
+            ``matrix="pathway_map"`` to analyse one pathway of a multi-pathway module (give each
+            such logger its own ``prefix``).
         reference: name of the module's reference basis, or None.
         prefix: metric prefix.
         rank_rtol: relative threshold of the numerical rank.
@@ -66,13 +69,14 @@ class SingularValueLogger(Callback):
         "SingularValueLogger{'prefix': 'sv', 'matrix': 'end_to_end'}"
     """
 
-    def __init__(self, every_n_steps: int = 10, top_k: int = 10, matrix: str = "end_to_end", reference: str | None = None, prefix: str = "sv", rank_rtol: float = 1e-2):
+    def __init__(self, every_n_steps: int = 10, top_k: int = 10, matrix: str = "end_to_end", reference: str | None = None, prefix: str = "sv", rank_rtol: float = 1e-2, matrix_kwargs: dict[str, Any] | None = None):
         if every_n_steps < 1:
             raise ValueError(f"Expected `every_n_steps` >= 1, got {every_n_steps}")
         if top_k < 1:
             raise ValueError(f"Expected `top_k` >= 1, got {top_k}")
         self.every_n_steps, self.top_k = every_n_steps, top_k
         self.matrix, self.reference, self.prefix, self.rank_rtol = matrix, reference, prefix, rank_rtol
+        self.matrix_kwargs = dict(matrix_kwargs or {})
         self.steps: list[int] = []
         self.values: list[torch.Tensor] = []  # each (E, k)
         self.projections: list[torch.Tensor] = []  # each (E, k)
@@ -99,7 +103,7 @@ class SingularValueLogger(Callback):
     @torch.no_grad()
     def compute(self, pl_module: L.LightningModule) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Singular values (E, min(n,m)), projections (E, k) or None, of the module's matrix now."""
-        w = as_members(resolve(pl_module, self.matrix).detach())
+        w = as_members(resolve(pl_module, self.matrix, **self.matrix_kwargs).detach())
         s = torch.linalg.svdvals(w)
         proj = None
         if self.reference is not None:
