@@ -14,9 +14,9 @@ def require_attr(pl_module: Any, name: str, callback: str, what: str) -> Any:
     return getattr(pl_module, name)
 
 
-def resolve(pl_module: Any, name: str, **kwargs: Any) -> Any:
-    """``pl_module.<name>``, called (with ``kwargs``) if it is a method."""
-    value = getattr(pl_module, name)
+def resolve(pl_module: Any, attr: str, **kwargs: Any) -> Any:
+    """``pl_module.<attr>``, called (with ``kwargs``) if it is a method."""
+    value = getattr(pl_module, attr)
     return value(**kwargs) if callable(value) else value
 
 
