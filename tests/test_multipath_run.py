@@ -149,7 +149,7 @@ def test_flow_reference_is_within_order_lr():
 def test_flow_reference_deviation_halves_with_lr():
     devs = {}
     for lr, steps, end in ((0.01, 1000, 150), (0.005, 2000, 300)):
-        _, _, ode = run(**{"ode.kind": "flow", "optim.lr": lr, "train.max_steps": steps, "deficit.end": end})
+        _, _, ode = run(**{"ode.kind": "flow", "optim.lr": lr, "train.max_steps": steps, "deficit.end": end, "ode.every_n_steps": 1})
         devs[lr] = ode.max_deviation
     print(f"\nsolve_ivp vs GD max |dK|: lr 0.01: {devs[0.01]:.4f}, lr 0.005: {devs[0.005]:.4f}")
     assert 1.7 < devs[0.01] / devs[0.005] < 2.3
