@@ -155,7 +155,7 @@ def pathway_figure(steps, strengths: dict[str, np.ndarray], ode_steps=None, ode:
     import matplotlib.pyplot as plt
 
     names = list(strengths)
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.8), dpi=110, sharey=True)
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names) + 1.8, 3.8), dpi=110, sharey=True)
     axes = np.atleast_1d(axes)
     k = next(iter(strengths.values())).shape[1]
     colors = plt.cm.viridis(np.linspace(0, 0.9, k))
@@ -172,10 +172,11 @@ def pathway_figure(steps, strengths: dict[str, np.ndarray], ode_steps=None, ode:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("mode strength $K = (U^T W V)_{ii}$")
-    axes[-1].legend(fontsize=7, ncol=2, loc="best")
+    handles, labels = axes[-1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center right", frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.84, 1))
     return fig
 
 
