@@ -235,3 +235,27 @@ def test_config_defaults_are_the_paper_settings():
     assert (cfg.deficit.pathway, cfg.deficit.start, cfg.deficit.end) == ("b", 0, 150)
     cfg = load_config("multipath_lesion")
     assert (cfg.model.depth, cfg.deficit.end, cfg.lesion.enabled, cfg.lesion.mode, cfg.lesion.end) == (3, 200, True, 1, None)
+
+
+def test_discrete_reference_with_a_lesion_window_that_ends():
+    """Lesion of a's mode 3 over [100, 300) while b is gated over [50, 200): still exact."""
+    _, mem, ode = run(**{"model.width": 20, "train.max_steps": 400, "deficit.start": 50, "deficit.end": 200, "lesion.enabled": "true",
+                         "lesion.mode": 2, "lesion.start": 100, "lesion.end": 300, "ode.every_n_steps": 5})
+    assert per_mode_rel_deviation(ode) < 1e-4
+    assert abs(mem.strengths("a", 200)[2]) < 1e-12 and mem.strengths("a", 300)[2] > 1e-3  # lesioned, then back
+    assert mem.at("lesion/a_mode2/active", 100) == 1.0 and mem.at("lesion/a_mode2/active", 300) == 0.0
+
+
+def test_reference_rejects_unknown_or_per_member_events():
+    from cpl.callbacks import ScheduleEvent
+    from cpl.modules import MultiPathwayReference
+
+    with pytest.raises(ValueError, match=r"Schedule event 'gate' targets pathway 'c'; the module has pathways \['a', 'b'\]"):
+        MultiPathwayReference.interventions([ScheduleEvent("gate", 0, 10, target="c")], ["a", "b"])
+    with pytest.raises(ValueError, match=r"Per-member 'lesion' events are not supported"):
+        MultiPathwayReference.interventions([ScheduleEvent("lesion", 0, None, target="a", info={"mode": 1}, members=(0,))], ["a", "b"])
+    gates, lesions = MultiPathwayReference.interventions(
+        [ScheduleEvent("switch", 5), ScheduleEvent("gate", 0, 10, target="b"), ScheduleEvent("lesion", 3, None, target="a", info={"mode": 1})], ["a", "b"])
+    assert (gates[0].pathway, gates[0].end, lesions[0].mode, lesions[0].start) == (1, 10, 1, 3)
+    with pytest.raises(ValueError, match=r"Expected `kind` in \('discrete', 'flow'\), got 'euler'"):
+        MultiPathwayReference("euler")
