@@ -259,3 +259,18 @@ def test_reference_rejects_unknown_or_per_member_events():
     assert (gates[0].pathway, gates[0].end, lesions[0].mode, lesions[0].start) == (1, 10, 1, 3)
     with pytest.raises(ValueError, match=r"Expected `kind` in \('discrete', 'flow'\), got 'euler'"):
         MultiPathwayReference("euler")
+
+
+@pytest.mark.slow
+def test_depth_table_from_runs():
+    """Pathway a's final share per mode after an early deficit of b, D = 2, 3, 4, 6 (real runs, 2000 steps)."""
+    lines, table = ["deficit  D   share of a for modes 1..8"], {}
+    for end in (50, 150):
+        for depth in (2, 3, 4, 6):
+            _, mem, _ = run(**{"model.depth": depth, "deficit.end": end, "train.max_steps": 2000, "ode.enabled": "false"})
+            table[end, depth] = share_a(mem, 2000)
+            lines.append(f"0-{end:<5d} {depth:<3d} " + " ".join(f"{x:.3f}" for x in table[end, depth]))
+    print("\n" + "\n".join(lines))
+    shares = np.stack([table[50, d] for d in (2, 3, 4, 6)])
+    assert np.all(np.diff(shares, axis=0) > 0)  # a 50-step deficit: the share of a grows with depth, every mode
+    assert all(np.all(table[150, d] > 0.9) for d in (2, 3, 4, 6))
