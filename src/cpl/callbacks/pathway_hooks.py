@@ -8,6 +8,7 @@ resume needs beyond the global step; the hooks are removed at ``teardown``.
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any, Optional
 
 import lightning as L
@@ -31,11 +32,12 @@ def _detach(value: Any) -> Any:
     return value
 
 
-def _check_window(start: int, end: Optional[int]) -> None:
-    if not isinstance(start, int) or start < 0:
+def _check_window(start: int, end: Optional[int]) -> tuple[int, Optional[int]]:
+    if not isinstance(start, Integral) or start < 0:
         raise ValueError(f"Expected `start` >= 0, got {start}")
-    if end is not None and (not isinstance(end, int) or end <= start):
+    if end is not None and (not isinstance(end, Integral) or end <= start):
         raise ValueError(f"Expected `end` > `start` ({start}) or None, got {end}")
+    return int(start), None if end is None else int(end)
 
 
 class _PathwayHook(Callback):
@@ -46,7 +48,7 @@ class _PathwayHook(Callback):
     def __init__(self, pathway: str, start: int, end: Optional[int], root: str):
         if not isinstance(pathway, str) or not pathway:
             raise ValueError(f"Expected `pathway` to be a non-empty submodule name, got {pathway!r}")
-        _check_window(start, end)
+        start, end = _check_window(start, end)
         self.pathway, self.start, self.end, self.root = pathway, start, end, root
         self.active = False
         self.active_steps = 0  #: gradient steps taken with the intervention in force
@@ -205,10 +207,10 @@ class ModeLesion(_PathwayHook):
     _name = "ModeLesion"
 
     def __init__(self, pathway: str = "a", mode: int = 1, start: int = 0, end: Optional[int] = None, root: str = "pathways", basis: str = "task_basis"):
-        if not isinstance(mode, int) or mode < 0:
+        if not isinstance(mode, Integral) or mode < 0:
             raise ValueError(f"Expected `mode` >= 0, got {mode}")
         super().__init__(pathway, start, end, root)
-        self.mode, self.basis = mode, basis
+        self.mode, self.basis = int(mode), basis
         self._u: Optional[torch.Tensor] = None
         self._v: Optional[torch.Tensor] = None
 
