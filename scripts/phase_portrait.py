@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     parser.add_argument("--early", type=int, nargs=2, default=[0, 15], metavar=("START", "END"), help="early deficit epochs (default 0 15)")
     parser.add_argument("--late", type=int, nargs=2, default=[100, 115], metavar=("START", "END"), help="late deficit epochs (default 100 115)")
     parser.add_argument("--inits", nargs="+", default=["large", "small"], choices=["large", "small"], help="which inits to draw")
-    parser.add_argument("--out", type=Path, default=Path("figures/phase"), help="folder for the PNGs (default figures/phase)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/phase"), help="folder for the PNGs (default outputs/phase)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
     parser.add_argument("--experiment", default="cpl-phase", help="MLflow experiment name (default cpl-phase)")
     parser.add_argument("--no-mlflow", action="store_true", help="only save the PNGs")
