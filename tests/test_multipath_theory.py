@@ -158,3 +158,24 @@ def test_phase_portrait_trajectories_and_figure():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def _phase_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "phase_portrait.py"
+    spec = importlib.util.spec_from_file_location("phase_portrait_script", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_phase_portrait_script(tmp_path, capsys):
+    script = _phase_script()
+    with pytest.raises(SystemExit) as exc:
+        script.main(["--help"])
+    assert exc.value.code == 0 and "--depths" in capsys.readouterr().out
+    assert script.main(["--depths", "2", "5", "--epochs", "120", "--inits", "small", "--out", str(tmp_path), "--no-mlflow"]) == 0
+    assert (tmp_path / "phase_small.png").is_file()
+    assert "early D=5" in capsys.readouterr().out
