@@ -31,6 +31,12 @@ Common keys (matrix completion):
   tracking.uri            MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)
   trainer.ckpt_path       resume from a checkpoint         trainer.accelerator cpu|gpu|auto
 
+Common keys (two-pathway network, kind: multipath):
+  model.depth, model.width, model.init (svd|gaussian), model.init_scale, optim.lr, train.max_steps
+  deficit.enabled|pathway|start|end   gating deficit window (pathway's output detached)
+  lesion.enabled|pathway|mode|start|end   remove a task mode from a pathway (mode is 0-based)
+  ode.enabled|kind (discrete|flow)|every_n_steps   per-mode reference logged next to GD
+
 Available confs (in {conf_dir}):
 {confs}
 
@@ -78,7 +84,7 @@ def train_main(argv: Sequence[str]) -> int:
         return 130
     m = result.metrics
     print("\nFinished.")
-    for key, label in (("test/final_error", "final test error (all entries)"), ("test/final_error_unobserved", "final test error (unobserved entries)"),
+    for key, label in (("train/loss", "final training loss"), ("test/final_error", "final test error (all entries)"), ("test/final_error_unobserved", "final test error (unobserved entries)"),
                        ("sv/effective_rank", "effective rank of W"), ("sv/numerical_rank", "numerical rank of W (s > 1e-2 s_1)")):
         if key in m:
             print(f"  {label:40s} {m[key]:.6g}")

@@ -47,6 +47,9 @@ class SingularValueLogger(Callback):
         every_n_steps: interval in global steps (step 0 and the last step are logged too).
         top_k: how many singular values to log.
         matrix: name of the module's matrix (default ``end_to_end``).
+        matrix_kwargs: keyword arguments for the ``matrix`` method, e.g. ``{"name": "a"}`` with
+            ``matrix="pathway_map"`` to analyse one pathway of a multi-pathway module (give each
+            such logger its own ``prefix``).
         reference: name of the module's reference basis, or None.
         prefix: metric prefix.
         rank_rtol: relative threshold of the numerical rank.
@@ -68,13 +71,14 @@ class SingularValueLogger(Callback):
         "SingularValueLogger{'prefix': 'sv', 'matrix': 'end_to_end'}"
     """
 
-    def __init__(self, every_n_steps: int = 10, top_k: int = 10, matrix: str = "end_to_end", reference: str | None = None, prefix: str = "sv", rank_rtol: float = 1e-2):
+    def __init__(self, every_n_steps: int = 10, top_k: int = 10, matrix: str = "end_to_end", reference: str | None = None, prefix: str = "sv", rank_rtol: float = 1e-2, matrix_kwargs: dict[str, Any] | None = None):
         if every_n_steps < 1:
             raise ValueError(f"Expected `every_n_steps` >= 1, got {every_n_steps}")
         if top_k < 1:
             raise ValueError(f"Expected `top_k` >= 1, got {top_k}")
         self.every_n_steps, self.top_k = every_n_steps, top_k
         self.matrix, self.reference, self.prefix, self.rank_rtol = matrix, reference, prefix, rank_rtol
+        self.matrix_kwargs = dict(matrix_kwargs or {})
         self.steps: list[int] = []
         self.values: list[torch.Tensor] = []  # each (E, k)
         self.projections: list[torch.Tensor] = []  # each (E, k)
@@ -99,9 +103,9 @@ class SingularValueLogger(Callback):
         }
 
     @torch.no_grad()
-    def compute(self, pl_module: L.LightningModule, members: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def compute(self, pl_module: L.LightningModule, members: list[int] | None = None, matrix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Singular values (M, min(n,m)) and projections (M, k) or None of the selected members' matrices now."""
-        w = as_members(resolve(pl_module, self.matrix).detach())
+        w = as_members(resolve(pl_module, self.matrix, **self.matrix_kwargs).detach() if matrix is None else matrix)
         if members is not None:
             w = w[members]
         s = torch.linalg.svdvals(w)
@@ -133,8 +137,9 @@ class SingularValueLogger(Callback):
         members = self._members(trainer, pl_module)
         if members is not None and not members:
             return
-        s, proj = self.compute(pl_module, members)
-        n = as_members(resolve(pl_module, self.matrix)).shape[0]
+        matrix = as_members(resolve(pl_module, self.matrix, **self.matrix_kwargs).detach())
+        s, proj = self.compute(pl_module, members, matrix)
+        n = matrix.shape[0]
         idx = list(range(n)) if members is None else members
         k = min(self.top_k, s.shape[-1])
         top = s[:, :k].cpu()

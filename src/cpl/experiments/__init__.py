@@ -37,3 +37,4 @@ def build(cfg) -> Experiment:
 
 # Each family module registers its config schema (cpl.config.register_kind) and its builder.
 from . import matcomp  # noqa: E402,F401
+from . import multipath  # noqa: E402,F401
