@@ -124,12 +124,12 @@ class MultiPathwayModule(FullBatchModule):
         return 0.5 * (self.model(self.inputs) - self.targets).pow(2).sum()
 
     @torch.no_grad()
-    def compute_metrics(self) -> dict[str, torch.Tensor]:
+    def compute_metrics(self, members: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
         out = {"train/loss": self.member_losses()}
         err = self.singular_values - self.mode_strengths().sum(dim=0)
         for i in range(err.shape[-1]):
             out[f"train/mode_error_{i + 1}"] = err[:, i]
-        return out
+        return out if members is None else {k: v[list(members)] for k, v in out.items()}
 
     def ode_reference(self, schedule: Sequence["ScheduleEvent"]) -> "MultiPathwayReference":
         """The per-mode reference chosen by ``ode_kind`` (the schedule is read in ``prepare``)."""
