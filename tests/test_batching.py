@@ -56,3 +56,35 @@ def test_schedule_errors(tmp_path):
 def test_trunk_owner():
     s = onset_chain([3, 8, 20], 4)
     assert [trunk_owner(s, 2, t) for t in (0, 3, 7, 8, 30)] == [0, 1, 1, 2, 2]
+
+
+def test_train_group_records_each_cell_like_a_separate_run(tmp_path):
+    """One batched run (an onset chain plus an independent seed) = separate runs, in MLflow too."""
+    from mlflow.tracking import MlflowClient
+
+    from cpl.batching import plan_groups
+    from cpl.run import train, train_group
+
+    def cell(onset, seed=0, store="group"):
+        return small_matcomp(tmp_path, seed=seed, switch={"at_step": onset}, train={"steps_after_switch": 25},
+                             tracking={"uri": f"sqlite:///{tmp_path}/{store}.db"}, trainer={"dtype": "float64"})
+
+    cells = [cell(20), cell(0), cell(7), cell(7, seed=1)]
+    assert plan_groups(cells) == [[0, 1, 2, 3]]
+    results = train_group(cells)
+    client = MlflowClient(f"sqlite:///{tmp_path}/group.db")
+    for c, res in zip(cells, results):
+        sep_cfg = cell(c.switch.at_step, c.seed, store="separate")
+        sep = train(sep_cfg)
+        sep_client = MlflowClient(f"sqlite:///{tmp_path}/separate.db")
+        assert res.metrics["test/final_error"] == pytest.approx(sep.metrics["test/final_error"], rel=1e-9)
+        assert res.metrics["sv/effective_rank"] == pytest.approx(sep.metrics["sv/effective_rank"], rel=1e-9)
+        run, ref = client.get_run(res.run_id), sep_client.get_run(sep.run_id)
+        assert run.info.status == "FINISHED" and run.data.params["switch.at_step"] == str(c.switch.at_step)
+        for key in ("test/final_error", "sv/1", "train/loss", "task/switched"):
+            got = {m.step: m.value for m in client.get_metric_history(res.run_id, key)}
+            want = {m.step: m.value for m in sep_client.get_metric_history(sep.run_id, key)}
+            assert sorted(got) == sorted(want), key  # the same steps: trunk history included
+            for step in want:
+                assert got[step] == pytest.approx(want[step], rel=1e-8, abs=1e-12), (key, step)
+        assert {a.path for a in client.list_artifacts(res.run_id, "figures")} == {"figures/singular_values.png"}

@@ -21,7 +21,7 @@ from .callbacks.singular_values import effective_rank, numerical_rank
 from .config import flatten, validate
 from .experiments import Experiment, build
 
-__all__ = ["train", "TrainResult", "RunFailed"]
+__all__ = ["train", "train_group", "TrainResult", "RunFailed"]
 
 
 class RunFailed(RuntimeError):
@@ -190,3 +190,81 @@ def train(
         client.set_terminated(run_id, "FINISHED")
     return TrainResult(metrics=summary, status="FINISHED", run_id=run_id, tracking_uri=uri, checkpoint_dir=str(ckpt_dir), figures=figure_paths,
                        logging_seconds=sum(lg.write_seconds for lg in loggers))
+
+
+def _member_view(metrics: dict[str, float], member: int, n_members: int) -> dict[str, float]:
+    """The metrics of one member, without the ``member{e}/`` prefix."""
+    if n_members == 1:
+        return dict(metrics)
+    prefix = f"member{member}/"
+    return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def train_group(
+    cfgs: Sequence[DictConfig],
+    callbacks: Sequence[Callback] = (),
+    tags: Optional[dict[str, Any]] = None,
+    parent_run_id: Optional[str] = None,
+) -> list[TrainResult]:
+    """Train several cells as the members of ONE batched run, with one MLflow run per cell.
+
+    Cells that differ only in onset share their pre-training trunk (see :mod:`cpl.batching`);
+    the others are independent members. Every cell's run gets its params, config, tags, its full
+    metric history (trunk included), final metrics at its own end step and its figures, exactly
+    as :func:`train` would record a separate run. Results come back in the order of ``cfgs``.
+
+    Raises:
+        ValueError: the cells cannot share a module (see :func:`cpl.batching.batch_key`).
+        Whatever :func:`train` raises; every cell's run is then marked FAILED or KILLED.
+    """
+    from .batching import batch_key, batchable, plan_members
+    from .experiments.matcomp import build_matcomp_members
+
+    for cfg in cfgs:
+        validate(cfg)
+    if len(cfgs) == 1 and not batchable(cfgs[0]):
+        return [train(cfgs[0], callbacks=callbacks, tags=tags, parent_run_id=parent_run_id)]
+    keys = {batch_key(c) for c in cfgs}
+    if not all(batchable(c) for c in cfgs) or len(keys) > 1:
+        raise ValueError("train_group: these cells cannot be members of one module (different kind, depth, size, lr, dtype, logging or tracking, or an ODE/resume)")
+    _quiet_lightning()
+    order, schedule = plan_members(cfgs)
+    ordered = [cfgs[i] for i in order]
+    exp = build_matcomp_members(ordered, schedule)
+    first = ordered[0]
+    n = len(ordered)
+    client = uri = None
+    run_ids: list[str] = []
+    loggers: list = []
+    if first.tracking.enabled:
+        uri = tracking.tracking_uri(first.tracking.uri)
+        client = tracking.get_client(uri)
+        for e, cfg in enumerate(ordered):
+            run_tags = {"cpl.conf": cfg.name, "cpl.kind": cfg.kind, "cpl.batched_members": n, "cpl.member": e, **(tags or {})}
+            run_id = tracking.start_run(client, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name or None, run_tags, parent_run_id)
+            tracking.log_params(client, run_id, flatten(cfg))
+            client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            run_ids.append(run_id)
+        for run_id in run_ids:
+            tracking.set_tags(client, run_id, {"cpl.batch_run_ids": ",".join(run_ids)[:5000]})
+        loggers.append(tracking.MemberRouterLogger(client, run_ids, schedule))
+    ckpt_dir = _checkpoint_dir(first, f"group-{run_ids[0]}" if run_ids else None, exp)
+    _fit(first, exp, loggers, list(callbacks), ckpt_dir, client, run_ids)
+
+    summary = final_summary(exp.module)
+    results: list[Optional[TrainResult]] = [None] * n
+    for e, cfg in enumerate(ordered):
+        metrics = _member_view(summary, e, n)
+        figures: list[str] = []
+        if client is not None:
+            extra = {k: v for k, v in metrics.items() if k.startswith("sv/") and k.endswith("_rank")}
+            client.log_batch(run_ids[e], metrics=[tracking.Metric(k, float(v), int(time.time() * 1000), schedule.ends[e]) for k, v in extra.items()])
+            if cfg.log.figures and exp.member_figures is not None:
+                figures = _log_figures(client, run_ids[e], exp.member_figures(e))
+            client.set_terminated(run_ids[e], "FINISHED")
+        results[e] = TrainResult(metrics=metrics, status="FINISHED", run_id=run_ids[e] if run_ids else None, tracking_uri=uri,
+                                 checkpoint_dir=str(ckpt_dir), figures=figures, logging_seconds=sum(lg.write_seconds for lg in loggers) / n)
+    out: list[Optional[TrainResult]] = [None] * n
+    for e, i in enumerate(order):
+        out[i] = results[e]
+    return out  # type: ignore[return-value]
