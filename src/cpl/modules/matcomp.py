@@ -141,13 +141,13 @@ class MatrixCompletionModule(FullBatchModule):
         members_t = torch.arange(self.n_members, device=w.device)[sel]
         task_index = self.task_index[sel]
         out = {"train/loss": 0.5 * ((w - self._target[sel]).pow(2) * self._weight[sel]).sum(dim=(-1, -2))}
+        m = w.shape[0]
+        flat_w = w.reshape(m, -1).T  # (N^2, M): torchmetrics' multi-output layout, one output per member
         for label, idx in (("final", torch.full_like(task_index, self.final_index)), ("current", task_index)):
-            target, mask = self.targets[idx, members_t], self.masks[idx, members_t]
-            all_err, unobs_err = [], []
-            for e in range(w.shape[0]):
-                all_err.append(mean_squared_error(w[e], target[e]))
-                hidden = mask[e] == 0
-                unobs_err.append(mean_squared_error(w[e][hidden], target[e][hidden]) if hidden.any() else torch.zeros((), dtype=w.dtype))
-            out[f"test/{label}_error"] = torch.stack(all_err)
-            out[f"test/{label}_error_unobserved"] = torch.stack(unobs_err)
+            target, hidden = self.targets[idx, members_t], 1 - self.masks[idx, members_t]
+            out[f"test/{label}_error"] = mean_squared_error(flat_w, target.reshape(m, -1).T, num_outputs=m).reshape(m)
+            # mean over the unobserved entries of each member (0 when every entry is observed)
+            n_hidden = hidden.sum(dim=(-1, -2))
+            sq = ((w - target).pow(2) * hidden).sum(dim=(-1, -2))
+            out[f"test/{label}_error_unobserved"] = torch.where(n_hidden > 0, sq / n_hidden.clamp_min(1), torch.zeros_like(sq))
         return out
