@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import lightning as L
@@ -109,12 +110,23 @@ class SingularValueLogger(Callback):
             "projections": torch.stack(self.projections) if self.projections else None,
         }
 
+    def _matrices(self, pl_module: L.LightningModule, members: list[int] | None) -> tuple[torch.Tensor, int]:
+        """The selected members' matrices (M, n, m) and the module's member count E.
+
+        A ``matrix`` method that takes a ``members`` argument computes only those members."""
+        fn = getattr(pl_module, self.matrix)
+        if members is not None and callable(fn) and "members" in inspect.signature(fn).parameters:
+            return as_members(fn(members=members, **self.matrix_kwargs).detach()), int(getattr(pl_module, "n_members"))
+        full = as_members(resolve(pl_module, self.matrix, **self.matrix_kwargs).detach())
+        return (full if members is None else full[members]), full.shape[0]
+
     @torch.no_grad()
-    def compute(self, pl_module: L.LightningModule, members: list[int] | None = None, matrix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def compute(self, pl_module: L.LightningModule, members: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Singular values (M, min(n,m)) and projections (M, k) or None of the selected members' matrices now."""
-        w = as_members(resolve(pl_module, self.matrix, **self.matrix_kwargs).detach() if matrix is None else matrix)
-        if members is not None:
-            w = w[members]
+        w, _ = self._matrices(pl_module, members)
+        return self._spectrum(pl_module, w, members)
+
+    def _spectrum(self, pl_module: L.LightningModule, w: torch.Tensor, members: list[int] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         s = torch.linalg.svdvals(w)
         proj = None
         if self.reference is not None:
@@ -144,9 +156,9 @@ class SingularValueLogger(Callback):
         members = self._members(trainer, pl_module)
         if members is not None and not members:
             return
-        matrix = as_members(resolve(pl_module, self.matrix, **self.matrix_kwargs).detach())
-        s, proj = self.compute(pl_module, members, matrix)
-        n = matrix.shape[0]
+        with torch.no_grad():
+            w, n = self._matrices(pl_module, members)
+            s, proj = self._spectrum(pl_module, w, members)
         idx = list(range(n)) if members is None else members
         k = min(self.top_k, s.shape[-1])
         top = s[:, :k].cpu()

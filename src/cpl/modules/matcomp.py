@@ -121,9 +121,11 @@ class MatrixCompletionModule(FullBatchModule):
         super().on_train_start()
 
     # ---- maths
-    def end_to_end(self) -> torch.Tensor:
-        """The end-to-end matrices ``W`` of shape ``(E, N, N)`` (detached)."""
-        return self.model().detach()
+    def end_to_end(self, members: Sequence[int] | None = None) -> torch.Tensor:
+        """The end-to-end matrices ``W`` of shape ``(E, N, N)``, or of the given members (detached)."""
+        if members is None:
+            return self.model().detach()
+        return self.model.product(torch.tensor(list(members), dtype=torch.long, device=self.task_index.device)).detach()
 
     def reference_basis(self, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Top singular vectors ``(U, V)`` of the final task's targets, each ``(E, N, k)``."""
