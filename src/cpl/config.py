@@ -23,6 +23,8 @@ __all__ = [
     "conf_dir",
     "available_confs",
     "load_config",
+    "compose",
+    "parse_overrides",
     "validate",
     "flatten",
 ]
@@ -193,19 +195,32 @@ def load_config(name: str, overrides: list[str] | tuple[str, ...] = (), director
     path = directory / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"conf={name!r} not found in {directory}; available confs: {', '.join(available_confs(directory)) or '(none)'}")
-    raw = OmegaConf.load(path)
+    return compose(OmegaConf.load(path), parse_overrides(overrides), name, str(path))
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> DictConfig:
+    """Parse ``key=value`` dotlist overrides into a config tree."""
     try:
-        over = OmegaConf.from_dotlist(list(overrides))
+        return OmegaConf.from_dotlist(list(overrides))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"Could not parse overrides {list(overrides)}: {exc}. Use key=value, e.g. model.depth=4") from None
+
+
+def compose(raw: DictConfig, over: DictConfig, name: str = "", source: str = "conf", over_source: str = "command line") -> DictConfig:
+    """Merge a conf tree ``raw`` and an override tree ``over`` into the schema of their ``kind`` and validate.
+
+    Raises:
+        ConfigError: unknown key, wrong type or impossible value (the message names ``source``
+            or ``over_source``).
+    """
     kind = over.get("kind", raw.get("kind", "matcomp"))
     schema, _ = _schema_for(kind)
     cfg = OmegaConf.structured(schema)
-    for part, source in ((raw, str(path)), (over, "command line")):
+    for part, src in ((raw, source), (over, over_source)):
         try:
             cfg = OmegaConf.merge(cfg, part)
         except OmegaConfBaseException as exc:
-            raise _translate(exc, schema, source) from None
+            raise _translate(exc, schema, src) from None
     if not cfg.name:
         cfg.name = name
     validate(cfg)
