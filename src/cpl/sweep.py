@@ -93,6 +93,9 @@ class SweepConfig:
     ray_address: Optional[str] = None  #: ray executor: null = start a local Ray instance
     ray_num_cpus: Optional[int] = None  #: CPUs of a local Ray instance; null = all
     ray_cpus_per_task: float = 1.0  #: CPUs Ray reserves for each task
+    #: torch intra-op threads while a cell trains; null = torch's default. One thread is much
+    #: faster for the small matrices of these experiments, above all on a busy machine.
+    torch_threads: Optional[int] = 1
 
 
 @dataclass
@@ -261,6 +264,8 @@ def _validate_settings(s: SweepConfig) -> None:
     require(s.threshold >= 0, "sweep.threshold", s.threshold, "a number >= 0")
     require(s.executor in ("local", "ray"), "sweep.executor", s.executor, "local or ray")
     require(s.processes >= 0, "sweep.processes", s.processes, "an integer >= 0 (1 = in-process, 0 = one per core)")
+    if s.torch_threads is not None:
+        require(s.torch_threads >= 1, "sweep.torch_threads", s.torch_threads, "null or an integer >= 1")
     require(s.ray_cpus_per_task > 0, "sweep.ray_cpus_per_task", s.ray_cpus_per_task, "a number > 0")
     if s.executor == "ray":
         require(importlib.util.find_spec("ray") is not None, "sweep.executor", s.executor, "local (Ray is not installed: pip install 'cpl[ray]')")
@@ -273,7 +278,7 @@ def _expand(base: DictConfig, s: SweepConfig) -> list[Cell]:
         values = dict(zip(keys, combo))
         label = " ".join(f"{k}={v}" for k, v in values.items())
         try:
-            cfg = compose(base, OmegaConf.create(_nest(values)), base.name, source="base conf", over_source=f"sweep.grid, cell {label}")
+            cfg = compose(base, OmegaConf.create(_nest(values)), base.name, source="base conf", over_source="sweep.grid")
         except ConfigError as exc:
             raise ConfigError(f"Sweep cell {index} ({label}): {exc}") from None
         with _open(cfg):
@@ -351,12 +356,25 @@ def cell_tags(cell: Cell) -> dict[str, str]:
             "cpl.sweep.cell_values": json.dumps(cell.values, default=str)}
 
 
-def run_cells(cells: Sequence[Cell], parent_run_id: Optional[str], tags: Optional[dict[str, str]] = None, callbacks: Sequence[Any] = ()) -> list[CellResult]:
+def run_cells(cells: Sequence[Cell], parent_run_id: Optional[str], tags: Optional[dict[str, str]] = None, callbacks: Sequence[Any] = (),
+              torch_threads: Optional[int] = None) -> list[CellResult]:
     """Run one task: every cell as one tracked :func:`cpl.run.train` nested under ``parent_run_id``.
 
     A cell that raises (divergence, any error) gives a FAILED result (its MLflow run is marked
     FAILED by ``train``) and the next cell runs; ``KeyboardInterrupt`` stops the task.
     """
+    import torch
+
+    previous = torch.get_num_threads()
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    try:
+        return _run_cells(cells, parent_run_id, tags, callbacks)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_cells(cells: Sequence[Cell], parent_run_id: Optional[str], tags: Optional[dict[str, str]], callbacks: Sequence[Any]) -> list[CellResult]:
     from .run import train
 
     out = []
@@ -400,12 +418,6 @@ def _failed(task: Sequence[Cell], exc: BaseException) -> list[CellResult]:
     return [CellResult(c.index, c.config_hash, "FAILED", error=f"{type(exc).__name__}: {exc}") for c in task]
 
 
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 class LocalExecutor:
     """Run tasks in this process (``processes=1``) or in a pool of spawned processes.
 
@@ -426,8 +438,7 @@ class LocalExecutor:
             return
         import multiprocessing as mp
 
-        threads = max(1, (os.cpu_count() or 1) // self.processes)
-        pool = ProcessPoolExecutor(max_workers=min(self.processes, len(tasks)), mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(threads,))
+        pool = ProcessPoolExecutor(max_workers=min(self.processes, len(tasks)), mp_context=mp.get_context("spawn"))
         try:
             futures = {pool.submit(fn, task): task for task in tasks}
             for future in as_completed(futures):
@@ -732,7 +743,8 @@ def run_sweep(sweep: Sweep, callbacks: Sequence[Any] = (), executor: Any = None,
             results[cell.index] = CellResult(cell.index, cell.config_hash, "FINISHED", r.metrics, r.run_id, resumed=True)
     todo = [c for c in sweep.cells if c.index not in results]
     tasks = plan_tasks(todo)
-    fn = functools.partial(run_cells, parent_run_id=parent_id, tags={"cpl.sweep.name": sweep.name, "cpl.sweep.hash": sweep.sweep_hash}, callbacks=tuple(callbacks))
+    fn = functools.partial(run_cells, parent_run_id=parent_id, tags={"cpl.sweep.name": sweep.name, "cpl.sweep.hash": sweep.sweep_hash}, callbacks=tuple(callbacks),
+                           torch_threads=sweep.settings.torch_threads)
     executor = executor or make_executor(sweep.settings)
     counts = {"done": 0, "failed": 0, "skipped": len(results)}
     bar = tqdm(total=len(sweep.cells), initial=len(results), desc=f"sweep {sweep.name}", unit="cell", disable=not progress, dynamic_ncols=True)
