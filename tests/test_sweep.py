@@ -19,6 +19,7 @@ from cpl.sweep import config_hash, load_sweep, make_sweep, run_sweep
 TINY = dict(
     task=dict(size=20, pretrain_rank=4, final_rank=2, n_obs=150),
     optim=dict(lr=3.0),
+    switch=dict(at_step=0),
     train=dict(steps_after_switch=150),
     log=dict(every_n_steps=50, sv_every_n_steps=50, figures=False),
     trainer=dict(checkpoint_every_n_steps=0),
@@ -47,14 +48,14 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str) -> set[str]:
 @pytest.mark.parametrize(
     "sweep, match",
     [
-        (dict(grid={"model.dept": [1, 2]}), r"Unknown config key 'model.dept'.*Did you mean 'model.depth'"),
-        (dict(grid={"model.depth": [0, 1]}), r"Invalid value for 'model.depth': got 0"),
-        (dict(grid={"model.depth": ["a"]}), r"Config key 'model.depth'.*wrong type"),
-        (dict(grid={"model.depth": 3}), r"Invalid value for 'sweep.grid.model.depth'.*a list of values"),
-        (dict(grid={"model.depth": []}), r"Invalid value for 'sweep.grid.model.depth'.*non-empty list"),
-        (dict(grid={"model.depth": [2, 2]}), r"Invalid value for 'sweep.grid.model.depth'.*without repeated"),
+        (dict(grid={"model.dept": [1, 2], "switch.at_step": [0]}), r"Unknown config key 'model.dept'.*Did you mean 'model.depth'"),
+        (dict(grid={"model.depth": [0, 1], "switch.at_step": [0]}), r"Invalid value for 'model.depth': got 0"),
+        (dict(grid={"model.depth": ["a"], "switch.at_step": [0]}), r"Config key 'model.depth'.*wrong type"),
+        (dict(grid={"model.depth": 3, "switch.at_step": [0]}), r"Invalid value for 'sweep.grid.model.depth'.*a list of values"),
+        (dict(grid={"model.depth": [], "switch.at_step": [0]}), r"Invalid value for 'sweep.grid.model.depth'.*non-empty list"),
+        (dict(grid={"model.depth": [2, 2], "switch.at_step": [0]}), r"Invalid value for 'sweep.grid.model.depth'.*without repeated"),
         (dict(grid={}), r"Invalid value for 'sweep.grid'"),
-        (dict(grid={"tracking.uri": ["a", "b"]}), r"Invalid value for 'sweep.grid.tracking.uri'"),
+        (dict(grid={"tracking.uri": ["a", "b"], "switch.at_step": [0]}), r"Invalid value for 'sweep.grid.tracking.uri'"),
         (dict(grid={"model.depth": [1], "switch.at_step": [0]}, group_by="seed"), r"Invalid value for 'sweep.group_by': got 'seed'"),
         (dict(grid={"model.depth": [1]}), r"Invalid value for 'sweep.onset_key': got 'switch.at_step'"),
         (dict(grid={"model.depth": [1], "switch.at_step": [0]}, executor="slurm"), r"Invalid value for 'sweep.executor'"),
@@ -157,8 +158,8 @@ def test_local_sweep_records_parent_children_and_summary(tmp_path):
 
     # summary: CSV, figures, metrics
     assert {"summary/critical_period_table.csv", "summary/relative_error.png", "summary/final_error.png"} <= artifact_paths(client, parent.info.run_id, "summary")
-    table = list(csv.DictReader(io.StringIO(client.download_artifacts(parent.info.run_id, "summary/critical_period_table.csv", str(tmp_path)) and
-                                             (tmp_path / "summary" / "critical_period_table.csv").read_text())))
+    local = client.download_artifacts(parent.info.run_id, "summary/critical_period_table.csv", str(tmp_path))
+    table = list(csv.DictReader(io.StringIO(open(local).read())))
     assert len(table) == 4 and {r["status"] for r in table} == {"FINISHED"}
     rows = {(r["model.depth"], r["switch.at_step"]): r for r in table}
     for depth in ("1", "2"):
@@ -227,6 +228,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_cells(tmp_path):
     assert client.get_run(parent_id).data.metrics["sweep/n_resumed"] == 2
 
 
+@pytest.mark.slow
 def test_quick_depth_sweep_relative_error_rises_with_depth(tmp_path, monkeypatch):
     sweep = load_sweep("matcomp_depth_sweep_quick", [f"tracking.uri=sqlite:///{tmp_path}/m.db", f"trainer.checkpoint_dir={tmp_path}/ckpt"])
     result = run_sweep(sweep, progress=False)
