@@ -187,6 +187,10 @@ def test_failing_cell_is_reported_and_the_sweep_goes_on(tmp_path):
     assert result.rows[1]["run_id"] and client.get_run(result.rows[1]["run_id"]).info.status == "FAILED"
     parent = client.get_run(result.parent_run_id)
     assert parent.data.metrics["sweep/n_failed"] == 1 and "failed cells: 1" in parent.data.tags["cpl.status_message"]
+    # running it again retries the failed cell only
+    again = run_sweep(sweep, progress=False)
+    assert again.parent_run_id == result.parent_run_id and [r["resumed"] for r in again.rows] == [True, False]
+    assert sorted(k.info.status for k in children(client, result.parent_run_id)) == ["FAILED", "FAILED", "FINISHED"]
 
 
 class InterruptAtFit(Callback):

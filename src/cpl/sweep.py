@@ -490,6 +490,7 @@ class RayExecutor:
             ray.init(address=self.address, **kwargs)
             started = True
         remote = ray.remote(num_cpus=self.cpus_per_task, max_retries=0)(_ray_call)
+        pending: list = []
         try:
             refs = {remote.remote(fn, task): task for task in tasks}
             pending = list(refs)
@@ -502,7 +503,7 @@ class RayExecutor:
                         results = _failed(refs[ref], exc)
                     yield refs[ref], results
         except BaseException:
-            for ref in pending if "pending" in locals() else []:
+            for ref in pending:
                 ray.cancel(ref, force=True)
             raise
         finally:
