@@ -46,7 +46,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from . import tracking
@@ -217,7 +217,7 @@ def _settings(raw: Any, over: Any, source: str, default_name: str) -> SweepConfi
         if not isinstance(node, DictConfig):
             raise ConfigError(f"Invalid value for 'sweep' (from {src}): got {node!r}; allowed: a mapping with keys {', '.join(SweepConfig.__dataclass_fields__)}")
         node = node.copy()
-        with _open(node):
+        with open_dict(node):
             grid_node = node.pop("grid", None)
         grid.update(_flat_grid(grid_node, "", src))
         parts.append((node, src))
@@ -232,20 +232,6 @@ def _settings(raw: Any, over: Any, source: str, default_name: str) -> SweepConfi
     s.name = s.name or default_name
     _validate_settings(s)
     return s
-
-
-class _open:
-    """Context manager: allow adding/removing keys of a struct-mode node."""
-
-    def __init__(self, node: DictConfig):
-        self.node = node
-
-    def __enter__(self):
-        self.flag = OmegaConf.is_struct(self.node)
-        OmegaConf.set_struct(self.node, False)
-
-    def __exit__(self, *exc):
-        OmegaConf.set_struct(self.node, self.flag)
 
 
 def _validate_settings(s: SweepConfig) -> None:
@@ -281,8 +267,7 @@ def _expand(base: DictConfig, s: SweepConfig) -> list[Cell]:
             cfg = compose(base, OmegaConf.create(_nest(values)), base.name, source="base conf", over_source="sweep.grid")
         except ConfigError as exc:
             raise ConfigError(f"Sweep cell {index} ({label}): {exc}") from None
-        with _open(cfg):
-            cfg.tracking.run_name = f"{s.name}[{index}] {label}"
+        cfg.tracking.run_name = f"{s.name}[{index}] {label}"
         values = {k: OmegaConf.select(cfg, k) for k in keys}  # typed by the schema
         cells.append(Cell(index=index, values=values, config=cfg, config_hash=config_hash(cfg)))
     return cells
@@ -344,7 +329,7 @@ def make_sweep(base: DictConfig, **sweep: Any) -> Sweep:
 
 
 def _pop(node: DictConfig, key: str) -> Any:
-    with _open(node):
+    with open_dict(node):
         return node.pop(key, None)
 
 
