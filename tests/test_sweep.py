@@ -244,3 +244,12 @@ def test_quick_depth_sweep_relative_error_rises_with_depth(tmp_path, monkeypatch
     crit = result.summary
     assert math.isnan(crit["critical_period/model.depth_1"])
     assert crit["critical_period/model.depth_3"] <= last
+
+
+def test_a_sweep_conf_loads_as_its_base_for_a_single_run():
+    from cpl.config import load_config
+
+    cfg = load_config("matcomp_depth_sweep_quick", ["model.depth=2"])
+    assert "sweep" not in cfg and cfg.model.depth == 2 and cfg.optim.lr == 10.0
+    with pytest.raises(ConfigError, match=r"Unknown config key 'sweep'"):
+        load_config("matcomp_depth_sweep_quick", ["sweep.threshold=0.1"])

@@ -25,8 +25,17 @@ Common keys (matrix completion):
   model.depth             number of factors                model.init_scale g (init scale)
   optim.lr                learning rate                    switch.at_step   length of the deficit
   train.steps_after_switch, log.every_n_steps, log.sv_every_n_steps
+  ode.enabled=true         log an analytic reference next to SGD (ode/sv_k, sgd/sv_k, overlay figure)
+  ode.kind                factorization (any depth) | saxe | braun (depth 2, full observation)
+  task.shared_basis=true  both targets share singular vectors     model.init=aligned  init in that basis
   tracking.uri            MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)
   trainer.ckpt_path       resume from a checkpoint         trainer.accelerator cpu|gpu|auto
+
+Common keys (two-pathway network, kind: multipath):
+  model.depth, model.width, model.init (svd|gaussian), model.init_scale, optim.lr, train.max_steps
+  deficit.enabled|pathway|start|end   gating deficit window (pathway's output detached)
+  lesion.enabled|pathway|mode|start|end   remove a task mode from a pathway (mode is 0-based)
+  ode.enabled|kind (discrete|flow)|every_n_steps   per-mode reference logged next to GD
 
 Available confs (in {conf_dir}):
 {confs}
@@ -75,7 +84,7 @@ def train_main(argv: Sequence[str]) -> int:
         return 130
     m = result.metrics
     print("\nFinished.")
-    for key, label in (("test/final_error", "final test error (all entries)"), ("test/final_error_unobserved", "final test error (unobserved entries)"),
+    for key, label in (("train/loss", "final training loss"), ("test/final_error", "final test error (all entries)"), ("test/final_error_unobserved", "final test error (unobserved entries)"),
                        ("sv/effective_rank", "effective rank of W"), ("sv/numerical_rank", "numerical rank of W (s > 1e-2 s_1)")):
         if key in m:
             print(f"  {label:40s} {m[key]:.6g}")
@@ -148,4 +157,55 @@ def sweep_main(argv: Sequence[str]) -> int:
     if result.failed:
         print(f"{len(result.failed)} cell(s) FAILED: " + "; ".join(f"cell {r['cell']}: {r['error']}" for r in result.failed), file=sys.stderr)
         return 1
+    return 0
+
+
+BENCH_HELP = """\
+usage: python scripts/bench.py [conf=NAME] [repeats=3] [key=value ...]
+
+Times, in one process, the Lightning run with MLflow logging (to a temporary SQLite store)
+against a plain PyTorch loop doing the same gradient steps, test errors and singular-value
+readouts. Defaults: conf=matcomp_rank10to5 switch.at_step=3000 train.steps_after_switch=3000.
+Prints steps/s of each and the ratio Lightning / plain (target >= 0.7).
+
+Available confs (in {conf_dir}):
+{confs}
+"""
+
+
+def bench_main(argv: Sequence[str]) -> int:
+    argv = list(argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        parse_args(["--help"], BENCH_HELP)
+        return 0
+    repeats = 3
+    rest = []
+    for a in argv:
+        if a.startswith("repeats="):
+            repeats = int(a.split("=", 1)[1])
+        else:
+            rest.append(a)
+    if not any(a.startswith("conf=") for a in rest):
+        rest.insert(0, "conf=matcomp_rank10to5")
+    defaults = ["switch.at_step=3000", "train.steps_after_switch=3000"]
+    try:
+        name, overrides = parse_args(rest, BENCH_HELP)
+        keys = {o.split("=", 1)[0] for o in overrides}
+        cfg = load_config(name, [d for d in defaults if d.split("=", 1)[0] not in keys] + overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import torch
+
+    from .bench import bench_train
+
+    print(f"benchmark: conf={name}, depth {cfg.model.depth}, N {cfg.task.size}, {repeats} repeats, torch threads {torch.get_num_threads()}")
+    out = bench_train(cfg, repeats=repeats)
+    print(f"{'':20s} {'seconds':>9s} {'steps/s':>9s}")
+    for key in ("plain", "lightning", "lightning+mlflow"):
+        print(f"{key:20s} {out['seconds'][key]:9.3f} {out['steps_per_s'][key]:9.0f}")
+    print(f"ratio Lightning / plain:           {out['ratio_lightning']:.3f}")
+    print(f"ratio Lightning+MLflow / plain:    {out['ratio_lightning_mlflow']:.3f}  (target >= 0.7)")
+    print(f"MLflow write time: {out['mlflow_write_seconds']:.3f} s ({100 * out['mlflow_write_share']:.1f}% of the run)")
+    print(f"max |W_lightning - W_plain|: {out['max_abs_weight_diff']:.3e}")
     return 0

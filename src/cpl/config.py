@@ -51,12 +51,18 @@ class MatCompTaskConfig:
     #: "independent": pre-train on a second ground truth; "same": pre-train on the final
     #: task itself with pretrain_n_obs observations (paper Fig. 5 left)
     pretrain_task: str = "independent"
+    #: true: both targets share one set of singular vectors (paper Fig. 10): the pre-training
+    #: target uses the first pretrain_rank of them, the final target the first final_rank with
+    #: its own singular values in reversed order (see cpl.tasks.make_matcomp_tasks)
+    shared_basis: bool = False
 
 
 @dataclass
 class MatCompModelConfig:
     depth: int = 3  #: D, number of N x N factors
-    init: str = "gaussian"  #: "gaussian" (paper) or "balanced" (scaled orthogonal)
+    #: "gaussian" (paper), "balanced" (scaled orthogonal) or "aligned" (balanced, and W = U diag(a0) V^T
+    #: in the pre-training target's singular vectors, a0 ~ g (1 + 0.1 u): Saxe's closed form)
+    init: str = "gaussian"
     init_scale: float = 1e-3  #: g: each factor has std g^(1/D)/sqrt(N), so ||W||_F ~ g sqrt(N)
 
 
@@ -104,6 +110,19 @@ class TrainerConfig:
 
 
 @dataclass
+class OdeConfig:
+    """Analytic reference logged next to SGD by :class:`cpl.callbacks.ODEReference` (theory.md 2-4)."""
+
+    enabled: bool = False
+    #: "factorization": balanced deep-factorisation gradient flow (solve_ivp, any depth);
+    #: "saxe": Saxe's closed form (depth 2, full observation, aligned init);
+    #: "braun": exact depth-2 dynamics from any balanced init (full observation)
+    kind: str = "factorization"
+    every_n_steps: int = 100  #: logging interval of ode/sv_k and sgd/sv_k
+    rtol: float = 1.0e-7  #: solve_ivp tolerance of kind=factorization (atol = rtol * 1e-2)
+
+
+@dataclass
 class MatCompConfig:
     """Root schema of the matrix-completion family (``kind: matcomp``)."""
 
@@ -118,6 +137,7 @@ class MatCompConfig:
     log: LogConfig = field(default_factory=LogConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    ode: OdeConfig = field(default_factory=OdeConfig)
 
 
 #: experiment families: ``kind`` -> (schema, semantic validator). Other families register here.
@@ -195,11 +215,18 @@ def load_config(name: str, overrides: list[str] | tuple[str, ...] = (), director
     path = directory / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"conf={name!r} not found in {directory}; available confs: {', '.join(available_confs(directory)) or '(none)'}")
-    return compose(OmegaConf.load(path), parse_overrides(overrides), name, str(path))
+    raw = OmegaConf.load(path)
+    # a sweep conf is a normal conf plus a `sweep:` section, which cpl.sweep.load_sweep reads;
+    # loaded here (scripts/train.py), it gives its base config
+    raw.pop("sweep", None)
+    return compose(raw, parse_overrides(overrides), name, str(path))
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> DictConfig:
     """Parse ``key=value`` dotlist overrides into a config tree."""
+    malformed = [o for o in overrides if "=" not in o or not o.split("=", 1)[0].strip()]
+    if malformed:
+        raise ConfigError(f"Could not parse overrides {malformed}: use key=value, e.g. model.depth=4")
     try:
         return OmegaConf.from_dotlist(list(overrides))
     except OmegaConfBaseException as exc:
@@ -277,7 +304,7 @@ def validate_matcomp(cfg: DictConfig) -> None:
         require(1 <= t.pretrain_n_obs <= n * n, "task.pretrain_n_obs", t.pretrain_n_obs, f"null or an integer from 1 to task.size^2={n * n}")
     require(t.pretrain_task in ("independent", "same"), "task.pretrain_task", t.pretrain_task, "independent or same")
     require(m.depth >= 1, "model.depth", m.depth, "an integer >= 1")
-    require(m.init in ("gaussian", "balanced"), "model.init", m.init, "gaussian or balanced")
+    require(m.init in ("gaussian", "balanced", "aligned"), "model.init", m.init, "gaussian, balanced or aligned")
     require(m.init_scale > 0, "model.init_scale", m.init_scale, "a number > 0")
     require(cfg.switch.at_step >= 0, "switch.at_step", cfg.switch.at_step, "an integer >= 0")
     require(cfg.train.steps_after_switch >= 0, "train.steps_after_switch", cfg.train.steps_after_switch, "an integer >= 0")
@@ -285,7 +312,17 @@ def validate_matcomp(cfg: DictConfig) -> None:
     require(total >= 1, "train.max_steps", total, "an integer >= 1")
     require(cfg.switch.at_step <= total, "switch.at_step", cfg.switch.at_step, f"a step within the run, <= train.max_steps={total}")
     require(1 <= cfg.log.sv_top_k <= n, "log.sv_top_k", cfg.log.sv_top_k, f"an integer from 1 to task.size={n}")
+    validate_ode(cfg)
     validate_common(cfg)
+
+
+def validate_ode(cfg: DictConfig) -> None:
+    ode = cfg.ode
+    require(ode.kind in ("factorization", "saxe", "braun"), "ode.kind", ode.kind, "factorization, saxe or braun")
+    require(ode.every_n_steps >= 1, "ode.every_n_steps", ode.every_n_steps, "an integer >= 1")
+    require(ode.rtol > 0, "ode.rtol", ode.rtol, "a number > 0")
+    if ode.enabled and ode.kind in ("saxe", "braun"):
+        require(cfg.model.depth == 2, "model.depth", cfg.model.depth, f"2 with ode.kind={ode.kind} (a depth-2 closed form)")
 
 
 register_kind("matcomp", MatCompConfig, validate_matcomp)

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["singular_value_figure", "critical_period_figure"]
+__all__ = ["singular_value_figure", "ode_overlay_figure", "critical_period_figure"]
 
 
 def singular_value_figure(steps: Sequence[int], values: np.ndarray, switch_step: int | None = None, projections: np.ndarray | None = None, title: str = "", value_label: str = "singular value"):
@@ -39,6 +39,42 @@ def singular_value_figure(steps: Sequence[int], values: np.ndarray, switch_step:
     ax.set_ylabel(value_label)
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def ode_overlay_figure(steps: Sequence[int], sgd: np.ndarray, ode: np.ndarray, switch_step: int | None = None, title: str = "", reference: str = "ODE", value_label: str = "singular value", log_y: bool = False):
+    """SGD (markers) against an analytic reference (dashed lines), one colour per component.
+
+    Args:
+        steps: (T,) global steps.
+        sgd: (T, k) measured values; ode: (T, k) reference values.
+        switch_step: marked with a vertical line.
+        reference: the reference's name (legend).
+
+    >>> fig = ode_overlay_figure([0, 10], np.ones((2, 3)), np.ones((2, 3)), switch_step=5)
+    >>> len(fig.axes[0].lines)
+    9
+    """
+    steps, sgd, ode = np.asarray(steps), np.asarray(sgd), np.asarray(ode)
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    k = sgd.shape[1]
+    colors = plt.cm.viridis(np.linspace(0, 0.9, k))
+    every = max(1, len(steps) // 60)
+    for i in range(k):
+        ax.plot(steps[::every], sgd[::every, i], "o", ms=3, color=colors[i], alpha=0.8)
+        ax.plot(steps, ode[:, i], "--", lw=1.3, color=colors[i])
+    ax.plot([], [], "o", color="gray", ms=3, label="SGD")
+    ax.plot([], [], "--", color="gray", label=reference)
+    if switch_step is not None:
+        ax.axvline(switch_step, color="crimson", ls=":", lw=1.5, label=f"switch (step {switch_step})")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(value_label)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

@@ -21,7 +21,7 @@ from .callbacks.singular_values import effective_rank, numerical_rank
 from .config import flatten, validate
 from .experiments import Experiment, build
 
-__all__ = ["train", "TrainResult", "RunFailed"]
+__all__ = ["train", "train_group", "TrainResult", "RunFailed"]
 
 
 class RunFailed(RuntimeError):
@@ -38,6 +38,7 @@ class TrainResult:
     tracking_uri: Optional[str] = None
     checkpoint_dir: Optional[str] = None
     figures: list[str] = field(default_factory=list)
+    logging_seconds: float = 0.0  #: time spent writing metrics to the tracking store
 
 
 class _Progress(TQDMProgressBar):
@@ -64,6 +65,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*ckpt_path=None\)` was called without a model.*")
     warnings.filterwarnings("ignore", message=".*there is no last checkpoint available.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
 
 
 def final_summary(module) -> dict[str, float]:
@@ -75,6 +77,63 @@ def final_summary(module) -> dict[str, float]:
         s = torch.linalg.svdvals(module.end_to_end().double())
         out.update(member_metrics({"sv/effective_rank": effective_rank(s), "sv/numerical_rank": numerical_rank(s, 1e-2)}))
     return out
+
+
+def _checkpoint_dir(cfg: DictConfig, run_id: Optional[str], exp: Experiment) -> Path:
+    # a fresh folder per run: Lightning resumes from a `last.ckpt` it finds when OnExceptionCheckpoint is used
+    return Path(cfg.trainer.checkpoint_dir) / (run_id or f"untracked-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(exp)}")
+
+
+def _close(client, run_ids: Sequence[str], loggers: Sequence, status: str, message: Optional[str] = None) -> None:
+    for lg in loggers:
+        lg.flush()
+    if client is not None:
+        for run_id in run_ids:
+            if message:
+                tracking.set_tags(client, run_id, {"cpl.status_message": message[:5000]})
+            client.set_terminated(run_id, status)
+
+
+def _fit(cfg: DictConfig, exp: Experiment, loggers: list, callbacks: list[Callback], ckpt_dir: Path, client, run_ids: Sequence[str]) -> L.Trainer:
+    """Fit ``exp`` with checkpointing; on an error or Ctrl-C mark ``run_ids`` FAILED or KILLED (metrics kept) and re-raise."""
+    every = cfg.trainer.checkpoint_every_n_steps or None
+    recorder = _ExceptionRecorder()
+    all_callbacks: list[Callback] = [*exp.callbacks, *callbacks, recorder,
+                                     ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=every, save_last=True, save_top_k=1),
+                                     OnExceptionCheckpoint(dirpath=ckpt_dir, filename="interrupted")]
+    if cfg.trainer.progress_bar:
+        all_callbacks.append(_Progress(refresh_rate=max(1, exp.max_steps // 400)))
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator, devices=1, max_steps=exp.max_steps, max_epochs=-1,
+        logger=loggers or False, callbacks=all_callbacks, enable_progress_bar=cfg.trainer.progress_bar,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        default_root_dir=str(ckpt_dir),
+    )
+    previous_sigint = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(exp.module, ckpt_path=cfg.trainer.ckpt_path)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        signal.signal(signal.SIGINT, previous_sigint)
+        if isinstance(exc, KeyboardInterrupt) or isinstance(recorder.exception, KeyboardInterrupt):
+            _close(client, run_ids, loggers, "KILLED", f"interrupted at step {trainer.global_step}; resume with trainer.ckpt_path={ckpt_dir / 'interrupted.ckpt'}")
+            raise KeyboardInterrupt from None
+        _close(client, run_ids, loggers, "FAILED", f"exited at step {trainer.global_step}")
+        raise
+    except BaseException as exc:
+        _close(client, run_ids, loggers, "FAILED", f"{type(exc).__name__} at step {trainer.global_step}: {exc}")
+        raise
+    return trainer
+
+
+def _log_figures(client, run_id: str, figures: dict[str, Any]) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    names = []
+    for name, fig in figures.items():
+        client.log_figure(run_id, fig, name)
+        plt.close(fig)
+        names.append(name)
+    return names
 
 
 def train(
@@ -116,43 +175,8 @@ def train(
         client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         loggers.append(tracking.BufferedMLFlowLogger(tracking_uri=uri, run_id=run_id, experiment_name=cfg.tracking.experiment))
 
-    # a fresh folder per run: Lightning resumes from a `last.ckpt` it finds when OnExceptionCheckpoint is used
-    ckpt_dir = Path(cfg.trainer.checkpoint_dir) / (run_id or f"untracked-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(exp)}")
-    every = cfg.trainer.checkpoint_every_n_steps or None
-    recorder = _ExceptionRecorder()
-    all_callbacks: list[Callback] = [*exp.callbacks, *callbacks, recorder,
-                                     ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=every, save_last=True, save_top_k=1),
-                                     OnExceptionCheckpoint(dirpath=ckpt_dir, filename="interrupted")]
-    if cfg.trainer.progress_bar:
-        all_callbacks.append(_Progress(refresh_rate=max(1, exp.max_steps // 400)))
-    trainer = L.Trainer(
-        accelerator=cfg.trainer.accelerator, devices=1, max_steps=exp.max_steps, max_epochs=-1,
-        logger=loggers or False, callbacks=all_callbacks, enable_progress_bar=cfg.trainer.progress_bar,
-        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-        default_root_dir=str(ckpt_dir),
-    )
-    previous_sigint = signal.getsignal(signal.SIGINT)
-
-    def close(status: str, message: Optional[str] = None) -> None:
-        for lg in loggers:
-            lg.flush()
-        if client is not None:
-            if message:
-                tracking.set_tags(client, run_id, {"cpl.status_message": message[:5000]})
-            client.set_terminated(run_id, status)
-
-    try:
-        trainer.fit(exp.module, ckpt_path=cfg.trainer.ckpt_path)
-    except (KeyboardInterrupt, SystemExit) as exc:
-        signal.signal(signal.SIGINT, previous_sigint)
-        if isinstance(exc, KeyboardInterrupt) or isinstance(recorder.exception, KeyboardInterrupt):
-            close("KILLED", f"interrupted at step {trainer.global_step}; resume with trainer.ckpt_path={ckpt_dir / 'interrupted.ckpt'}")
-            raise KeyboardInterrupt from None
-        close("FAILED", f"exited at step {trainer.global_step}")
-        raise
-    except BaseException as exc:
-        close("FAILED", f"{type(exc).__name__} at step {trainer.global_step}: {exc}")
-        raise
+    ckpt_dir = _checkpoint_dir(cfg, run_id, exp)
+    trainer = _fit(cfg, exp, loggers, list(callbacks), ckpt_dir, client, [run_id] if run_id else [])
 
     summary = final_summary(exp.module)
     figure_paths: list[str] = []
@@ -162,11 +186,85 @@ def train(
             lg.log_metrics(final, step=trainer.global_step)
             lg.flush()
         if cfg.log.figures:
-            import matplotlib.pyplot as plt
-
-            for name, fig in exp.figures().items():
-                client.log_figure(run_id, fig, name)
-                plt.close(fig)
-                figure_paths.append(name)
+            figure_paths = _log_figures(client, run_id, exp.figures())
         client.set_terminated(run_id, "FINISHED")
-    return TrainResult(metrics=summary, status="FINISHED", run_id=run_id, tracking_uri=uri, checkpoint_dir=str(ckpt_dir), figures=figure_paths)
+    return TrainResult(metrics=summary, status="FINISHED", run_id=run_id, tracking_uri=uri, checkpoint_dir=str(ckpt_dir), figures=figure_paths,
+                       logging_seconds=sum(lg.write_seconds for lg in loggers))
+
+
+def _member_view(metrics: dict[str, float], member: int, n_members: int) -> dict[str, float]:
+    """The metrics of one member, without the ``member{e}/`` prefix."""
+    if n_members == 1:
+        return dict(metrics)
+    prefix = f"member{member}/"
+    return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def train_group(
+    cfgs: Sequence[DictConfig],
+    callbacks: Sequence[Callback] = (),
+    tags: Optional[dict[str, Any]] = None,
+    parent_run_id: Optional[str] = None,
+) -> list[TrainResult]:
+    """Train several cells as the members of ONE batched run, with one MLflow run per cell.
+
+    Cells that differ only in onset share their pre-training trunk (see :mod:`cpl.batching`);
+    the others are independent members. Every cell's run gets its params, config, tags, its full
+    metric history (trunk included), final metrics at its own end step and its figures, exactly
+    as :func:`train` would record a separate run. Results come back in the order of ``cfgs``.
+
+    Raises:
+        ValueError: the cells cannot share a module (see :func:`cpl.batching.batch_key`).
+        Whatever :func:`train` raises; every cell's run is then marked FAILED or KILLED.
+    """
+    from .batching import batch_key, batchable, plan_members
+    from .experiments.matcomp import build_matcomp_members
+
+    for cfg in cfgs:
+        validate(cfg)
+    if len(cfgs) == 1 and not batchable(cfgs[0]):
+        return [train(cfgs[0], callbacks=callbacks, tags=tags, parent_run_id=parent_run_id)]
+    keys = {batch_key(c) for c in cfgs}
+    if not all(batchable(c) for c in cfgs) or len(keys) > 1:
+        raise ValueError("train_group: these cells cannot be members of one module (different kind, depth, size, lr, dtype, logging or tracking, or an ODE/resume)")
+    _quiet_lightning()
+    order, schedule = plan_members(cfgs)
+    ordered = [cfgs[i] for i in order]
+    exp = build_matcomp_members(ordered, schedule)
+    first = ordered[0]
+    n = len(ordered)
+    client = uri = None
+    run_ids: list[str] = []
+    loggers: list = []
+    if first.tracking.enabled:
+        uri = tracking.tracking_uri(first.tracking.uri)
+        client = tracking.get_client(uri)
+        for e, cfg in enumerate(ordered):
+            run_tags = {"cpl.conf": cfg.name, "cpl.kind": cfg.kind, "cpl.batched_members": n, "cpl.member": e, **(tags or {})}
+            run_id = tracking.start_run(client, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name or None, run_tags, parent_run_id)
+            tracking.log_params(client, run_id, flatten(cfg))
+            client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            run_ids.append(run_id)
+        for run_id in run_ids:
+            tracking.set_tags(client, run_id, {"cpl.batch_run_ids": ",".join(run_ids)[:5000]})
+        loggers.append(tracking.MemberRouterLogger(client, run_ids, schedule))
+    ckpt_dir = _checkpoint_dir(first, f"group-{run_ids[0]}" if run_ids else None, exp)
+    _fit(first, exp, loggers, list(callbacks), ckpt_dir, client, run_ids)
+
+    summary = final_summary(exp.module)
+    results: list[Optional[TrainResult]] = [None] * n
+    for e, cfg in enumerate(ordered):
+        metrics = _member_view(summary, e, n)
+        figures: list[str] = []
+        if client is not None:
+            extra = {k: v for k, v in metrics.items() if k.startswith("sv/") and k.endswith("_rank")}
+            client.log_batch(run_ids[e], metrics=[tracking.Metric(k, float(v), int(time.time() * 1000), schedule.ends[e]) for k, v in extra.items()])
+            if cfg.log.figures and exp.member_figures is not None:
+                figures = _log_figures(client, run_ids[e], exp.member_figures(e))
+            client.set_terminated(run_ids[e], "FINISHED")
+        results[e] = TrainResult(metrics=metrics, status="FINISHED", run_id=run_ids[e] if run_ids else None, tracking_uri=uri,
+                                 checkpoint_dir=str(ckpt_dir), figures=figures, logging_seconds=sum(lg.write_seconds for lg in loggers) / n)
+    out: list[Optional[TrainResult]] = [None] * n
+    for e, i in enumerate(order):
+        out[i] = results[e]
+    return out  # type: ignore[return-value]

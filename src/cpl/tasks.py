@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["stream_generator", "low_rank_matrix", "observation_order", "mask_from_indices", "MatCompTasks", "make_matcomp_tasks"]
+__all__ = ["stream_generator", "low_rank_matrix", "random_orthogonal", "shared_basis_targets", "observation_order", "mask_from_indices", "MatCompTasks", "make_matcomp_tasks"]
 
 
 def stream_generator(seed: int, stream: str) -> torch.Generator:
@@ -33,6 +33,39 @@ def low_rank_matrix(size: int, rank: int, generator: torch.Generator, dtype=torc
     b = torch.randn(size, rank, generator=generator, dtype=torch.float64)
     m = a @ b.T / rank**0.5
     return (m * (size / m.norm())).to(dtype)
+
+
+def random_orthogonal(size: int, generator: torch.Generator) -> torch.Tensor:
+    """A Haar-random orthogonal ``size x size`` matrix (float64): QR of a Gaussian, signs fixed.
+
+    >>> q = random_orthogonal(4, torch.Generator().manual_seed(0))
+    >>> bool(torch.allclose(q.T @ q, torch.eye(4, dtype=torch.float64)))
+    True
+    """
+    q, r = torch.linalg.qr(torch.randn(size, size, generator=generator, dtype=torch.float64))
+    return q * torch.sign(torch.diagonal(r))
+
+
+def shared_basis_targets(size: int, pretrain_rank: int, final_rank: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two targets with the same singular vectors (paper Fig. 10), float64, each with ``||M||_F = N``.
+
+    ``U, V`` are Haar-random orthogonal (stream ``shared_basis``). The pre-training target is
+    ``U_r1 diag(s1) V_r1^T`` and the final one ``U_r2 diag(reversed(s2)) V_r2^T`` on the first
+    columns, where ``s1``, ``s2`` are the singular values of :func:`low_rank_matrix` draws of rank
+    r1, r2 (streams ``pretrain_task``, ``final_task``): the final task re-orders the modes.
+
+    >>> pre, fin = shared_basis_targets(6, 3, 2, seed=0)
+    >>> u, s, vt = torch.linalg.svd(pre)
+    >>> round(float(fin.norm()), 6), bool(torch.allclose(u[:, :3].T @ fin @ vt[:3].T, torch.diag(torch.diagonal(u[:, :3].T @ fin @ vt[:3].T)), atol=1e-12))
+    (6.0, True)
+    """
+    gen = stream_generator(seed, "shared_basis")
+    u, v = random_orthogonal(size, gen), random_orthogonal(size, gen)
+    s1 = torch.linalg.svdvals(low_rank_matrix(size, pretrain_rank, stream_generator(seed, "pretrain_task")))[:pretrain_rank]
+    s2 = torch.linalg.svdvals(low_rank_matrix(size, final_rank, stream_generator(seed, "final_task")))[:final_rank].flip(0)
+    pre = u[:, :pretrain_rank] @ torch.diag(s1) @ v[:, :pretrain_rank].T
+    fin = u[:, :final_rank] @ torch.diag(s2) @ v[:, :final_rank].T
+    return pre, fin
 
 
 def observation_order(size: int, generator: torch.Generator) -> torch.Tensor:
@@ -68,17 +101,20 @@ def make_matcomp_tasks(
     pretrain_n_obs: int | None = None,
     pretrain_task: str = "independent",
     dtype=torch.float32,
+    shared_basis: bool = False,
 ) -> MatCompTasks:
     """Build the pre-training and final tasks of paper-setup.md part A for one seed.
 
     Both observation sets are prefixes of one random order of the entries: with equal counts
-    they are the same locations, otherwise the smaller set is inside the larger one.
+    they are the same locations, otherwise the smaller set is inside the larger one. With
+    ``shared_basis`` the two targets come from :func:`shared_basis_targets` (paper Fig. 10).
     """
-    final = low_rank_matrix(size, final_rank, stream_generator(seed, "final_task"))
+    shared = shared_basis_targets(size, pretrain_rank, final_rank, seed) if shared_basis else None
+    final = shared[1] if shared else low_rank_matrix(size, final_rank, stream_generator(seed, "final_task"))
     if pretrain_task == "same":
         pre = final.clone()
     elif pretrain_task == "independent":
-        pre = low_rank_matrix(size, pretrain_rank, stream_generator(seed, "pretrain_task"))
+        pre = shared[0] if shared else low_rank_matrix(size, pretrain_rank, stream_generator(seed, "pretrain_task"))
     else:
         raise ValueError(f"Expected `pretrain_task` in ('independent', 'same'), got {pretrain_task!r}")
     order = observation_order(size, stream_generator(seed, "observations"))

@@ -12,13 +12,13 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
-from lightning.pytorch.loggers import MLFlowLogger
-from mlflow.entities import Metric, Param, RunTag
+from lightning.pytorch.loggers import Logger, MLFlowLogger
+from mlflow.entities import Metric, Param, RunTag  # noqa: F401  (Metric is used by cpl.run too)
 from mlflow.tracking import MlflowClient
 
-__all__ = ["DEFAULT_TRACKING_URI", "tracking_uri", "get_client", "get_or_create_experiment", "start_run", "log_params", "git_commit", "BufferedMLFlowLogger"]
+__all__ = ["DEFAULT_TRACKING_URI", "tracking_uri", "get_client", "get_or_create_experiment", "start_run", "log_params", "git_commit", "BufferedMLFlowLogger", "MemberRouterLogger"]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 _BATCH = 1000
@@ -126,3 +126,85 @@ class BufferedMLFlowLogger(MLFlowLogger):
         if self._initialized:
             self.flush()
         super().finalize(status)
+
+
+class MemberRouterLogger(Logger):
+    """A Lightning logger that sends each member's metrics to its own MLflow run.
+
+    Keys ``member{e}/...`` go to run e without the prefix (keys without a prefix, from modules
+    with one member, go to run 0). With a :class:`~cpl.batching.MemberSchedule`, metrics of a
+    member are also written to the runs of members still dormant on its trunk, so every run has
+    the full history that a separate run would have. Metrics are buffered and written in batches.
+
+    Args:
+        client: the MLflow client.
+        run_ids: one run per member.
+        schedule: the members' schedule, or None.
+        flush_every_s: write buffered metrics when this many seconds have passed since the last write.
+    """
+
+    def __init__(self, client: MlflowClient, run_ids: Sequence[str], schedule=None, flush_every_s: float = 10.0, max_buffer: int = 20000):
+        super().__init__()
+        self.client, self.run_ids, self.schedule = client, list(run_ids), schedule
+        self.flush_every_s, self.max_buffer = flush_every_s, max_buffer
+        self._buffers: list[list[Metric]] = [[] for _ in self.run_ids]
+        self._count = 0
+        self._last_flush = time.monotonic()
+        self.write_seconds = 0.0
+
+    @property
+    def name(self) -> str:
+        return "mlflow-members"
+
+    @property
+    def version(self) -> str:
+        return self.run_ids[0]
+
+    @property
+    def experiment(self) -> MlflowClient:
+        return self.client
+
+    @property
+    def run_id(self) -> str:
+        return self.run_ids[0]
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def _targets(self, member: int, step: int) -> list[int]:
+        if self.schedule is None:
+            return [member]
+        from .batching import trunk_owner
+
+        return [member] + [d for d in range(len(self.run_ids)) if d != member and step < self.schedule.starts[d] and trunk_owner(self.schedule, d, step) == member]
+
+    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
+        ts = int(time.time() * 1000)
+        step = 0 if step is None else int(step)
+        by_member: dict[int, list[Metric]] = {}
+        for key, value in metrics.items():
+            member, rest = 0, key
+            if key.startswith("member"):
+                head, _, tail = key.partition("/")
+                if head[6:].isdigit() and tail:
+                    member, rest = int(head[6:]), tail
+            by_member.setdefault(member, []).append(Metric(rest, float(value), ts, step))
+        for member, items in by_member.items():
+            for target in self._targets(member, step):
+                self._buffers[target].extend(items)
+                self._count += len(items)
+        if self._count >= self.max_buffer or time.monotonic() - self._last_flush >= self.flush_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        t0 = time.perf_counter()
+        for run_id, buf in zip(self.run_ids, self._buffers):
+            for i in range(0, len(buf), _BATCH):
+                self.client.log_batch(run_id, metrics=buf[i:i + _BATCH])
+            buf.clear()
+        self._count = 0
+        self._last_flush = time.monotonic()
+        self.write_seconds += time.perf_counter() - t0
+
+    def finalize(self, status: str = "success") -> None:
+        self.flush()

@@ -5,7 +5,8 @@ Each callback documents the small contract it needs from the LightningModule and
 """
 
 from .ode_reference import ODEReference, Reference, ScheduleEvent, collect_schedule
+from .pathway_hooks import GatingDeficit, ModeLesion
 from .singular_values import SingularValueLogger, effective_rank, numerical_rank
 from .task_switch import TaskSwitch
 
-__all__ = ["ODEReference", "Reference", "ScheduleEvent", "SingularValueLogger", "TaskSwitch", "collect_schedule", "effective_rank", "numerical_rank"]
+__all__ = ["GatingDeficit", "ModeLesion", "ODEReference", "Reference", "ScheduleEvent", "SingularValueLogger", "TaskSwitch", "collect_schedule", "effective_rank", "numerical_rank"]

@@ -14,10 +14,10 @@ def require_attr(pl_module: Any, name: str, callback: str, what: str) -> Any:
     return getattr(pl_module, name)
 
 
-def resolve(pl_module: Any, name: str) -> Any:
-    """``pl_module.<name>``, called if it is a method."""
-    value = getattr(pl_module, name)
-    return value() if callable(value) else value
+def resolve(pl_module: Any, attr: str, **kwargs: Any) -> Any:
+    """``pl_module.<attr>``, called (with ``kwargs``) if it is a method."""
+    value = getattr(pl_module, attr)
+    return value(**kwargs) if callable(value) else value
 
 
 def log_to_loggers(trainer, metrics: dict[str, float], step: int | None = None) -> None:

@@ -39,12 +39,17 @@ class SingularValueLogger(Callback):
 
     Module contract (checked in ``setup``): an attribute or method named ``matrix`` giving a tensor
     ``(n, m)`` or ``(E, n, m)`` (E members); with ``reference``, an attribute or method of that name
-    giving ``(U, V)`` with shapes ``(..., n, k')`` and ``(..., m, k')``.
+    giving ``(U, V)`` with shapes ``(..., n, k')`` and ``(..., m, k')``. Optionally
+    ``members_to_log(step, every_n_steps) -> list[int]``: which members to log at a step (modules
+    whose members have their own windows of steps); without it, all members on the interval.
 
     Args:
         every_n_steps: interval in global steps (step 0 and the last step are logged too).
         top_k: how many singular values to log.
         matrix: name of the module's matrix (default ``end_to_end``).
+        matrix_kwargs: keyword arguments for the ``matrix`` method, e.g. ``{"name": "a"}`` with
+            ``matrix="pathway_map"`` to analyse one pathway of a multi-pathway module (give each
+            such logger its own ``prefix``).
         reference: name of the module's reference basis, or None.
         prefix: metric prefix.
         rank_rtol: relative threshold of the numerical rank.
@@ -66,13 +71,14 @@ class SingularValueLogger(Callback):
         "SingularValueLogger{'prefix': 'sv', 'matrix': 'end_to_end'}"
     """
 
-    def __init__(self, every_n_steps: int = 10, top_k: int = 10, matrix: str = "end_to_end", reference: str | None = None, prefix: str = "sv", rank_rtol: float = 1e-2):
+    def __init__(self, every_n_steps: int = 10, top_k: int = 10, matrix: str = "end_to_end", reference: str | None = None, prefix: str = "sv", rank_rtol: float = 1e-2, matrix_kwargs: dict[str, Any] | None = None):
         if every_n_steps < 1:
             raise ValueError(f"Expected `every_n_steps` >= 1, got {every_n_steps}")
         if top_k < 1:
             raise ValueError(f"Expected `top_k` >= 1, got {top_k}")
         self.every_n_steps, self.top_k = every_n_steps, top_k
         self.matrix, self.reference, self.prefix, self.rank_rtol = matrix, reference, prefix, rank_rtol
+        self.matrix_kwargs = dict(matrix_kwargs or {})
         self.steps: list[int] = []
         self.values: list[torch.Tensor] = []  # each (E, k)
         self.projections: list[torch.Tensor] = []  # each (E, k)
@@ -97,9 +103,11 @@ class SingularValueLogger(Callback):
         }
 
     @torch.no_grad()
-    def compute(self, pl_module: L.LightningModule) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Singular values (E, min(n,m)), projections (E, k) or None, of the module's matrix now."""
-        w = as_members(resolve(pl_module, self.matrix).detach())
+    def compute(self, pl_module: L.LightningModule, members: list[int] | None = None, matrix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Singular values (M, min(n,m)) and projections (M, k) or None of the selected members' matrices now."""
+        w = as_members(resolve(pl_module, self.matrix, **self.matrix_kwargs).detach() if matrix is None else matrix)
+        if members is not None:
+            w = w[members]
         s = torch.linalg.svdvals(w)
         proj = None
         if self.reference is not None:
@@ -107,42 +115,59 @@ class SingularValueLogger(Callback):
                 u, v = resolve(pl_module, self.reference)
                 self._basis = (as_members(u).to(w), as_members(v).to(w))
             u, v = self._basis
+            if members is not None and u.shape[0] > 1:
+                u, v = u[members], v[members]
             k = min(self.top_k, u.shape[-1], v.shape[-1])
             proj = torch.einsum("eik,eij,ejk->ek", u[..., :k], w, v[..., :k])
         return s, proj
+
+    def _members(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[int] | None:
+        """Members to log now; None = all (modules without a member schedule)."""
+        step = trainer.global_step
+        fn = getattr(pl_module, "members_to_log", None)
+        if callable(fn):
+            return list(fn(step, self.every_n_steps))
+        last = step >= (trainer.max_steps or -1) > 0
+        return None if step % self.every_n_steps == 0 or last else []
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step
         if self.steps and self.steps[-1] == step:
             return
-        s, proj = self.compute(pl_module)
+        members = self._members(trainer, pl_module)
+        if members is not None and not members:
+            return
+        matrix = as_members(resolve(pl_module, self.matrix, **self.matrix_kwargs).detach())
+        s, proj = self.compute(pl_module, members, matrix)
+        n = matrix.shape[0]
+        idx = list(range(n)) if members is None else members
         k = min(self.top_k, s.shape[-1])
         top = s[:, :k].cpu()
         er, nr = effective_rank(s).cpu(), numerical_rank(s, self.rank_rtol).cpu()
-        n = s.shape[0]
         metrics: dict[str, float] = {}
-        for e in range(n):
+        for j, e in enumerate(idx):
             for i in range(k):
-                metrics[member_key(f"{self.prefix}/{i + 1}", e, n)] = float(top[e, i])
-            metrics[member_key(f"{self.prefix}/effective_rank", e, n)] = float(er[e])
-            metrics[member_key(f"{self.prefix}/numerical_rank", e, n)] = float(nr[e])
+                metrics[member_key(f"{self.prefix}/{i + 1}", e, n)] = float(top[j, i])
+            metrics[member_key(f"{self.prefix}/effective_rank", e, n)] = float(er[j])
+            metrics[member_key(f"{self.prefix}/numerical_rank", e, n)] = float(nr[j])
             if proj is not None:
                 for i in range(proj.shape[-1]):
-                    metrics[member_key(f"{self.prefix}_ref/{i + 1}", e, n)] = float(proj[e, i])
+                    metrics[member_key(f"{self.prefix}_ref/{i + 1}", e, n)] = float(proj[j, i])
+        full = torch.full((n, k), float("nan"), dtype=top.dtype)
+        full[idx] = top
         self.steps.append(step)
-        self.values.append(top)
+        self.values.append(full)
         if proj is not None:
-            self.projections.append(proj.cpu())
+            fp = torch.full((n, proj.shape[-1]), float("nan"), dtype=top.dtype)
+            fp[idx] = proj.cpu().to(top.dtype)
+            self.projections.append(fp)
         log_to_loggers(trainer, metrics, step)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step % self.every_n_steps == 0:
-            self._log(trainer, pl_module)
+        self._log(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = trainer.global_step
-        if step % self.every_n_steps == 0 or step >= (trainer.max_steps or -1) > 0:
-            self._log(trainer, pl_module)
+        self._log(trainer, pl_module)
 
     def state_dict(self) -> dict[str, Any]:
         h = self.history()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from lightning.pytorch.callbacks import Callback
 
@@ -20,6 +20,8 @@ class Experiment:
     callbacks: list[Callback]
     max_steps: int
     figures: Callable[[], dict[str, Any]] = field(default=lambda: {})
+    #: figures of member e, for runs whose members are separate cells (batched sweeps)
+    member_figures: Optional[Callable[[int], dict[str, Any]]] = None
 
 
 BUILDERS: dict[str, Callable[..., Experiment]] = {}
@@ -37,3 +39,4 @@ def build(cfg) -> Experiment:
 
 # Each family module registers its config schema (cpl.config.register_kind) and its builder.
 from . import matcomp  # noqa: E402,F401
+from . import multipath  # noqa: E402,F401

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ..callbacks import SingularValueLogger, TaskSwitch
+from ..batching import MemberSchedule
+from ..callbacks import ODEReference, SingularValueLogger, TaskSwitch
 from ..config import max_steps
-from ..figures import singular_value_figure
+from ..figures import ode_overlay_figure, singular_value_figure
 from ..models import DeepMatrixFactorization
 from ..modules import MatrixCompletionModule
 from ..tasks import make_matcomp_tasks
 from . import Experiment, register_builder
 
-__all__ = ["build_matcomp", "SHARED_KEYS"]
+__all__ = ["build_matcomp", "build_matcomp_members", "build_module", "SHARED_KEYS"]
 
 #: keys that members of one module must share (the rest may differ per member)
-SHARED_KEYS = ("task.size", "model.depth", "model.init", "optim.lr", "trainer.dtype", "log.every_n_steps", "log.sv_every_n_steps", "log.sv_top_k")
+SHARED_KEYS = ("task.size", "model.depth", "model.init", "optim.lr", "trainer.dtype", "log.every_n_steps", "log.sv_every_n_steps", "log.sv_top_k", "ode.kind", "ode.every_n_steps", "ode.rtol")
 
 
 def _dtype(cfg: DictConfig) -> torch.dtype:
@@ -37,40 +39,83 @@ def build_module(cfgs: Sequence[DictConfig]) -> MatrixCompletionModule:
     dtype = _dtype(first)
     t = first.task
     member_tasks = [
-        make_matcomp_tasks(t.size, c.task.pretrain_rank, c.task.final_rank, c.task.n_obs, c.seed, c.task.pretrain_n_obs, c.task.pretrain_task, dtype)
+        make_matcomp_tasks(t.size, c.task.pretrain_rank, c.task.final_rank, c.task.n_obs, c.seed, c.task.pretrain_n_obs, c.task.pretrain_task, dtype,
+                           shared_basis=c.task.shared_basis)
         for c in cfgs
     ]
     tasks = {
         name: (torch.stack([mt.as_dict()[name][0] for mt in member_tasks]), torch.stack([mt.as_dict()[name][1] for mt in member_tasks]))
         for name in ("pretrain", "final")
     }
+    bases = None
+    if first.model.init == "aligned":  # the pre-training target's singular vectors (all N of them)
+        bases = []
+        for mt in member_tasks:
+            u, _, vh = torch.linalg.svd(mt.pretrain_target.double())
+            bases.append((u, vh.mT))
     model = DeepMatrixFactorization(
         size=t.size, depth=first.model.depth, seeds=[c.seed for c in cfgs], init=first.model.init,
-        init_scale=[c.model.init_scale for c in cfgs], dtype=dtype,
+        init_scale=[c.model.init_scale for c in cfgs], dtype=dtype, bases=bases,
     )
+    ode = first.ode
     return MatrixCompletionModule(
         model, tasks, lr=first.optim.lr, initial_task="pretrain", final_task="final",
         log_every_n_steps=first.log.every_n_steps, max_steps=max(max_steps(c) for c in cfgs),
+        ode_kind=ode.kind, ode_options={"top_k": first.log.sv_top_k, "every_n_steps": ode.every_n_steps, "rtol": ode.rtol},
     )
 
 
-def build_matcomp(cfg: DictConfig) -> Experiment:
-    module = build_module([cfg])
-    switch = TaskSwitch(at_step=cfg.switch.at_step, from_task="pretrain", to_task="final")
-    svs = SingularValueLogger(every_n_steps=cfg.log.sv_every_n_steps, top_k=cfg.log.sv_top_k, reference="reference_basis")
+def _title(cfg: DictConfig) -> str:
+    return f"{cfg.name or 'matcomp'}: depth {cfg.model.depth}, rank {cfg.task.pretrain_rank}->{cfg.task.final_rank}, n_obs {cfg.task.n_obs}"
 
-    def figures():
+
+def build_matcomp(cfg: DictConfig) -> Experiment:
+    return build_matcomp_members([cfg])
+
+
+def build_matcomp_members(cfgs: Sequence[DictConfig], schedule: MemberSchedule | None = None) -> Experiment:
+    """The experiment of one run whose member e is the cell ``cfgs[e]`` (E = 1: a plain run).
+
+    With a :class:`~cpl.batching.MemberSchedule` the members have their own windows of steps and
+    may share a pre-training trunk. ``Experiment.member_figures(e)`` gives member e's figures.
+    """
+    module = build_module(cfgs)
+    if schedule is not None:
+        module.set_member_schedule(schedule.starts, schedule.ends, schedule.sources)
+    at = [c.switch.at_step for c in cfgs]
+    switch = TaskSwitch(at_step=at if len(cfgs) > 1 else at[0], from_task="pretrain", to_task="final")
+    first = cfgs[0]
+    svs = SingularValueLogger(every_n_steps=first.log.sv_every_n_steps, top_k=first.log.sv_top_k, reference="reference_basis")
+    ode_cb = None
+    if first.ode.enabled:
+        if len(cfgs) > 1:
+            raise ValueError("ode.enabled runs cannot be batched: the analytic references are per run")
+        ode_cb = ODEReference(every_n_steps=first.ode.every_n_steps)
+
+    def member_figures(e: int) -> dict:
         h = svs.history()
         if not h["steps"]:
             return {}
-        fig = singular_value_figure(
-            h["steps"], h["values"][:, 0].numpy(), switch_step=switch.switched_at[0] if switch.switched_at[0] is not None else cfg.switch.at_step,
-            projections=None if h["projections"] is None else h["projections"][:, 0].numpy(),
-            title=f"{cfg.name or 'matcomp'}: depth {cfg.model.depth}, rank {cfg.task.pretrain_rank}->{cfg.task.final_rank}, n_obs {cfg.task.n_obs}",
-        )
-        return {"figures/singular_values.png": fig}
+        cfg = cfgs[e]
+        values = h["values"][:, e].numpy()
+        keep = ~np.isnan(values[:, 0])  # steps at which this member was logged
+        steps = np.asarray(h["steps"])[keep]
+        switch_step = switch.switched_at[e] if switch.switched_at[e] is not None else cfg.switch.at_step
+        fig = singular_value_figure(steps, values[keep], switch_step=switch_step,
+                                    projections=None if h["projections"] is None else h["projections"][:, e].numpy()[keep], title=_title(cfg))
+        out = {"figures/singular_values.png": fig}
+        if ode_cb is not None and len(ode_cb.steps):
+            oh = ode_cb.history()
+            out["figures/ode_overlay.png"] = ode_overlay_figure(
+                oh["steps"], oh["sgd"]["sv"][:, 0], oh["ode"]["sv"][:, 0], switch_step=switch_step,
+                reference=ode_cb.reference.name, log_y=True,
+                title=f"{cfg.name or 'matcomp'}: SGD vs {ode_cb.reference.name}\ndepth {cfg.model.depth}, rank {cfg.task.pretrain_rank}->{cfg.task.final_rank}, n_obs {cfg.task.n_obs}, lr {cfg.optim.lr}",
+            )
+        return out
 
-    return Experiment(module=module, callbacks=[switch, svs], max_steps=max_steps(cfg), figures=figures)
+    callbacks = [switch, svs] + ([ode_cb] if ode_cb is not None else [])
+    steps = max(schedule.ends) if schedule is not None else max(max_steps(c) for c in cfgs)
+    return Experiment(module=module, callbacks=callbacks, max_steps=steps, figures=lambda: member_figures(0), member_figures=member_figures)
 
 
 register_builder("matcomp", build_matcomp)

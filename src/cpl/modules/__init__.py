@@ -2,5 +2,6 @@
 
 from .base import DivergenceError, FullBatchModule, member_key, member_metrics
 from .matcomp import MatrixCompletionModule
+from .multipath import MultiPathwayModule, MultiPathwayReference
 
-__all__ = ["DivergenceError", "FullBatchModule", "MatrixCompletionModule", "member_key", "member_metrics"]
+__all__ = ["DivergenceError", "FullBatchModule", "MatrixCompletionModule", "MultiPathwayModule", "MultiPathwayReference", "member_key", "member_metrics"]

@@ -9,7 +9,7 @@ Lightning's ``log_every_n_steps`` throttle and cost nothing on the other steps.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Optional, Sequence
 
 import lightning as L
 import torch
@@ -30,13 +30,19 @@ def member_key(key: str, member: int, n_members: int) -> str:
     return key if n_members == 1 else f"member{member}/{key}"
 
 
-def member_metrics(values: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """Turn ``{key: tensor of shape (E,)}`` into flat float metrics named by :func:`member_key`."""
+def member_metrics(values: Mapping[str, torch.Tensor], members: Sequence[int] | None = None, n_members: int | None = None) -> dict[str, float]:
+    """Turn ``{key: tensor of shape (M,)}`` into flat float metrics named by :func:`member_key`.
+
+    ``members`` gives the member index of each of the M entries (default ``0..M-1``) and
+    ``n_members`` the module's E (default M).
+    """
     out: dict[str, float] = {}
     for key, tensor in values.items():
         flat = tensor.detach().reshape(-1).tolist()
-        for e, v in enumerate(flat):
-            out[member_key(key, e, len(flat))] = float(v)
+        idx = list(range(len(flat))) if members is None else list(members)
+        n = len(flat) if n_members is None else n_members
+        for e, v in zip(idx, flat):
+            out[member_key(key, e, n)] = float(v)
     return out
 
 
@@ -73,6 +79,11 @@ class FullBatchModule(L.LightningModule):
         self.lr = lr
         self.log_every_n_steps = log_every_n_steps
         self.max_steps = max_steps
+        self.member_starts: Optional[list[int]] = None  # see set_member_schedule
+        self.member_ends: Optional[list[int]] = None
+        self.member_sources: Optional[list[Optional[int]]] = None
+        self.active: slice | torch.Tensor = slice(None)  # members updated at this step
+        self._active_key: Optional[tuple[int, ...]] = None
         self.progress: dict[str, float] = {}  # shown by cpl's progress bar
         self.progress_keys: tuple[str, ...] = ("train/loss",)
         self.last_metrics: dict[str, float] = {}
@@ -85,11 +96,70 @@ class FullBatchModule(L.LightningModule):
         else:
             super().__setattr__(name, value)
 
+    # ---- member schedule
+    @property
+    def n_members(self) -> int:
+        return next(iter(self.parameters())).shape[0]
+
+    def set_member_schedule(self, starts: Sequence[int], ends: Sequence[int], sources: Sequence[Optional[int]] | None = None) -> None:
+        """Give each member its own window of steps ``[start, end)``.
+
+        A member is updated only inside its window; its last weights (and final metrics) are
+        those at step ``end``. At step ``start`` a member with a ``source`` takes a copy of the
+        source member's parameters: the source must be active then, so that members sharing a
+        trajectory up to ``start`` (a pre-training trunk) compute it only once.
+        """
+        n = self.n_members
+        sources = [None] * n if sources is None else list(sources)
+        if not (len(starts) == len(ends) == len(sources) == n):
+            raise ValueError(f"Expected one start, end and source per member ({n}), got {len(starts)}, {len(ends)}, {len(sources)}")
+        for e, (a, b, src) in enumerate(zip(starts, ends, sources)):
+            if not 0 <= a <= b:
+                raise ValueError(f"Expected 0 <= start <= end for member {e}, got start={a}, end={b}")
+            if src is not None and not (0 <= src < n and src != e and starts[src] <= a < ends[src]):
+                raise ValueError(f"Member {e} starts at step {a} from member {src}, which is not active then")
+        self.member_starts, self.member_ends, self.member_sources = list(starts), list(ends), sources
+        self._active_key = None
+        self._copy_sources(0)
+
+    def active_members(self, step: int) -> list[int]:
+        """Members that take the gradient step ``step`` (0-based)."""
+        if self.member_starts is None:
+            return list(range(self.n_members))
+        return [e for e in range(self.n_members) if self.member_starts[e] <= step < self.member_ends[e]]
+
+    def members_to_log(self, step: int, every_n_steps: int) -> list[int]:
+        """Members whose state after ``step`` updates is logged by a logger with that interval:
+        on the interval inside their window, and always at the end of their window."""
+        last = self._trainer is not None and step >= (self.trainer.max_steps or -1) > 0
+        if self.member_starts is None:
+            return list(range(self.n_members)) if step % every_n_steps == 0 or last else []
+        return [e for e in range(self.n_members)
+                if self.member_starts[e] <= step <= self.member_ends[e] and (step % every_n_steps == 0 or step == self.member_ends[e])]
+
+    def _copy_sources(self, step: int) -> None:
+        """Members starting at ``step`` take their source's parameters (the state after ``step`` updates)."""
+        with torch.no_grad():
+            for e, src in enumerate(self.member_sources):
+                if src is not None and self.member_starts[e] == step:
+                    for p in self.parameters():
+                        p[e].copy_(p[src])
+
+    def _select(self, step: int) -> None:
+        members = tuple(self.active_members(step))
+        if members != self._active_key:
+            self._active_key = members
+            if members and list(members) == list(range(members[0], members[-1] + 1)):
+                self.active = slice(members[0], members[-1] + 1)
+            else:
+                self.active = torch.tensor(members, dtype=torch.long, device=self.device)
+
     # ---- to implement
     def loss(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def compute_metrics(self) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+    def compute_metrics(self, members: Sequence[int] | None = None) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        """``{key: tensor (M,)}`` for the given members (None: all E)."""
         raise NotImplementedError
 
     # ---- Lightning hooks
@@ -103,12 +173,17 @@ class FullBatchModule(L.LightningModule):
         """Hook for subclasses, called after the gradient and before the update."""
 
     def training_step(self, batch, batch_idx):
+        scheduled = self.member_starts is not None
+        if scheduled:
+            self._select(self.global_step)
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
         loss = self.loss()
         loss.backward()
         self.before_step()
         opt.step()
+        if scheduled:  # before any callback sees the new step (loggers, checkpoints)
+            self._copy_sources(self.global_step)
         value = loss.detach()
         if value.device.type == "cpu" or self.global_step % self.log_every_n_steps == 0:
             v = value.item()
@@ -120,18 +195,22 @@ class FullBatchModule(L.LightningModule):
         return value
 
     def on_train_start(self) -> None:
-        self.log_metrics_now()
+        self.log_metrics_now(self.members_to_log(self.global_step, self.log_every_n_steps))
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        step = self.global_step
-        if step % self.log_every_n_steps == 0 or step >= self.trainer.max_steps:
-            self.log_metrics_now()
+        members = self.members_to_log(self.global_step, self.log_every_n_steps)
+        if members:
+            self.log_metrics_now(members)
 
     # ---- logging
     @torch.no_grad()
-    def log_metrics_now(self) -> dict[str, float]:
-        metrics = member_metrics(self.compute_metrics())
-        self.last_metrics = metrics
+    def log_metrics_now(self, members: Sequence[int] | None = None) -> dict[str, float]:
+        """Compute and log the metrics of ``members`` (default: all) now."""
+        if members is not None and not members:
+            return {}
+        idx = None if members is None or list(members) == list(range(self.n_members)) else list(members)
+        metrics = member_metrics(self.compute_metrics(idx), idx, self.n_members)
+        self.last_metrics.update(metrics)
         self.log_to_loggers(metrics)
         self.progress = {k.split("/")[-1]: v for k, v in metrics.items() if k in self.progress_keys}
         return metrics

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from torchmetrics.functional import mean_squared_error
@@ -27,10 +27,14 @@ class MatrixCompletionModule(FullBatchModule):
         lr: learning rate.
         initial_task: the task every member trains on first.
         final_task: the task the test error is measured against.
+        ode_kind: the analytic reference :meth:`ode_reference` builds: ``"factorization"``,
+            ``"saxe"`` or ``"braun"`` (see :mod:`cpl.modules.matcomp_references`).
+        ode_options: keyword arguments of that reference (``top_k``, ``every_n_steps``, ``rtol``).
 
     Contract offered to callbacks:
         ``task_names``, ``set_task(name, members=None)``, ``current_tasks``, ``end_to_end()``,
-        ``reference_basis()`` (top singular vectors of the final task), ``n_members``.
+        ``reference_basis()`` (top singular vectors of the final task), ``n_members``,
+        ``ode_reference(schedule)`` (the analytic reference of :class:`~cpl.callbacks.ODEReference`).
 
     Logged metrics (per member, see :func:`cpl.modules.base.member_key`):
         ``train/loss`` (current task, observed entries, the training loss);
@@ -48,6 +52,8 @@ class MatrixCompletionModule(FullBatchModule):
         final_task: str = "final",
         log_every_n_steps: int = 100,
         max_steps: int = 1,
+        ode_kind: str = "factorization",
+        ode_options: Optional[Mapping[str, Any]] = None,
     ):
         super().__init__(lr=lr, log_every_n_steps=log_every_n_steps, max_steps=max_steps)
         self.model = model
@@ -69,13 +75,14 @@ class MatrixCompletionModule(FullBatchModule):
         self.register_buffer("task_index", torch.full((e,), self.task_names.index(initial_task), dtype=torch.long))
         self.final_index = self.task_names.index(final_task)
         self.progress_keys = ("train/loss", "test/final_error")
+        from .matcomp_references import REFERENCES
+
+        if ode_kind not in REFERENCES:
+            raise ValueError(f"Expected `ode_kind` in {tuple(REFERENCES)}, got {ode_kind!r}")
+        self.ode_kind, self.ode_options = ode_kind, dict(ode_options or {})
         self._refresh()
 
     # ---- task contract
-    @property
-    def n_members(self) -> int:
-        return self.model.n_members
-
     @property
     def current_tasks(self) -> list[str]:
         return [self.task_names[i] for i in self.task_index.tolist()]
@@ -116,22 +123,28 @@ class MatrixCompletionModule(FullBatchModule):
         k = k or u.shape[-1]
         return u[..., :k].to(self.targets.dtype), vh.mT[..., :k].to(self.targets.dtype)
 
-    def member_losses(self, w: torch.Tensor | None = None) -> torch.Tensor:
-        w = self.model() if w is None else w
-        return 0.5 * ((w - self._target).pow(2) * self._weight).sum(dim=(-1, -2))
+    def ode_reference(self, schedule: Sequence = ()):
+        """The analytic reference chosen by ``ode_kind`` (the schedule reaches it in ``prepare``)."""
+        from .matcomp_references import make_reference
+
+        return make_reference(self.ode_kind, **self.ode_options)
 
     def loss(self) -> torch.Tensor:
-        return 0.5 * ((self.model() - self._target).pow(2) * self._weight).sum()
+        sel = self.active
+        w = self.model.product(sel)
+        return 0.5 * ((w - self._target[sel]).pow(2) * self._weight[sel]).sum()
 
     @torch.no_grad()
-    def compute_metrics(self) -> dict[str, torch.Tensor]:
-        w = self.model()
-        members = torch.arange(self.n_members, device=w.device)
-        out = {"train/loss": self.member_losses(w)}
-        for label, idx in (("final", torch.full_like(self.task_index, self.final_index)), ("current", self.task_index)):
-            target, mask = self.targets[idx, members], self.masks[idx, members]
+    def compute_metrics(self, members: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+        sel = slice(None) if members is None else torch.tensor(list(members), dtype=torch.long, device=self.task_index.device)
+        w = self.model.product(sel)
+        members_t = torch.arange(self.n_members, device=w.device)[sel]
+        task_index = self.task_index[sel]
+        out = {"train/loss": 0.5 * ((w - self._target[sel]).pow(2) * self._weight[sel]).sum(dim=(-1, -2))}
+        for label, idx in (("final", torch.full_like(task_index, self.final_index)), ("current", task_index)):
+            target, mask = self.targets[idx, members_t], self.masks[idx, members_t]
             all_err, unobs_err = [], []
-            for e in range(self.n_members):
+            for e in range(w.shape[0]):
                 all_err.append(mean_squared_error(w[e], target[e]))
                 hidden = mask[e] == 0
                 unobs_err.append(mean_squared_error(w[e][hidden], target[e][hidden]) if hidden.any() else torch.zeros((), dtype=w.dtype))

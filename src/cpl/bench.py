@@ -1,0 +1,129 @@
+"""Benchmarks: the Lightning + MLflow run against a plain PyTorch loop doing the same work.
+
+The plain loop does what the paper's code does, in one process: the same full-batch gradient
+steps, the same finiteness check, the same test errors every ``log.every_n_steps`` and the same
+singular-value readout every ``log.sv_every_n_steps``; it keeps results in Python lists.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from .config import max_steps
+from .experiments import build
+from .run import train
+
+__all__ = ["plain_matcomp_loop", "bench_train"]
+
+
+def plain_matcomp_loop(cfg: DictConfig) -> tuple[float, torch.Tensor]:
+    """Run the config's gradient steps in a plain loop; return (seconds, final W)."""
+    module = build(cfg).module  # only for the same init and tasks
+    factors = [torch.nn.Parameter(f.detach().clone()) for f in module.model.factors]
+    targets, masks = module.targets, module.masks
+    weights = module.weights
+    final_u, final_v = module.reference_basis(cfg.log.sv_top_k)
+    opt = torch.optim.SGD(factors, lr=cfg.optim.lr)
+    steps, at = max_steps(cfg), cfg.switch.at_step
+    every, sv_every, k = cfg.log.every_n_steps, cfg.log.sv_every_n_steps, cfg.log.sv_top_k
+    history: list = []
+
+    def w_now():
+        w = factors[0]
+        for f in factors[1:]:
+            w = f @ w
+        return w
+
+    def readout(step):
+        with torch.no_grad():
+            w = w_now()
+            if step % every == 0 or step == steps:
+                t = 0 if step < at else 1
+                d2 = (w - targets[1]).pow(2)
+                hidden = masks[1] == 0
+                history.append(("err", step, float(0.5 * ((w - targets[t]).pow(2) * weights[t]).sum()), float(d2.mean()), float(d2[hidden].mean()),
+                                float((w - targets[t]).pow(2).mean()), float((w - targets[t]).pow(2)[masks[t] == 0].mean())))
+            if step % sv_every == 0 or step == steps:
+                s = torch.linalg.svdvals(w)
+                proj = torch.einsum("eik,eij,ejk->ek", final_u, w, final_v)
+                history.append(("sv", step, s[:, :k].tolist(), proj.tolist()))
+
+    t0 = time.perf_counter()
+    readout(0)
+    for step in range(steps):
+        t = 0 if step < at else 1
+        opt.zero_grad(set_to_none=True)
+        loss = 0.5 * ((w_now() - targets[t]).pow(2) * weights[t]).sum()
+        loss.backward()
+        opt.step()
+        if not torch.isfinite(loss).item():
+            raise RuntimeError("diverged")
+        readout(step + 1)
+    return time.perf_counter() - t0, w_now().detach()
+
+
+class _FitTimer(L.Callback):
+    def on_train_start(self, trainer, pl_module):
+        self.t0 = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module):
+        self.seconds = time.perf_counter() - self.t0
+
+
+@dataclass
+class BenchRow:
+    name: str
+    seconds: float
+    steps: int
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.seconds
+
+
+def bench_train(cfg: DictConfig, repeats: int = 3) -> dict[str, object]:
+    """Time plain loop, Lightning without tracking and Lightning with MLflow, interleaved ``repeats`` times.
+
+    Returns medians and the ratios (Lightning steps/s divided by plain steps/s).
+    """
+    steps = max_steps(cfg)
+    rows: dict[str, list[float]] = {"plain": [], "lightning": [], "lightning+mlflow": []}
+    write_s: list[float] = []
+    max_diff = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            sec, w_plain = plain_matcomp_loop(cfg)
+            rows["plain"].append(sec)
+            for name, tracked in (("lightning", False), ("lightning+mlflow", True)):
+                c = cfg.copy()
+                c.tracking.enabled = tracked
+                c.tracking.uri = f"sqlite:///{tmp}/bench.db"
+                c.tracking.experiment = "bench"
+                c.trainer.progress_bar = False
+                c.trainer.checkpoint_dir = f"{tmp}/ckpt"
+                c.log.figures = False
+                timer = _FitTimer()
+                exp = build(c)
+                result = train(c, callbacks=[timer], experiment=exp)
+                rows[name].append(timer.seconds)
+                max_diff = max(max_diff, float((exp.module.end_to_end() - w_plain).abs().max()))
+                if tracked:
+                    write_s.append(result.logging_seconds)
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    return {
+        "steps": steps,
+        "seconds": med,
+        "steps_per_s": {k: steps / v for k, v in med.items()},
+        "ratio_lightning": med["plain"] / med["lightning"],
+        "ratio_lightning_mlflow": med["plain"] / med["lightning+mlflow"],
+        "max_abs_weight_diff": max_diff,
+        "mlflow_write_seconds": statistics.median(write_s),
+        "mlflow_write_share": statistics.median(write_s) / med["lightning+mlflow"],
+    }

@@ -1,0 +1,90 @@
+"""Batched members and the shared trunk equal separate runs (issue 6's equivalence tests)."""
+
+import numpy as np
+import pytest
+
+from cpl.batching import onset_chain, trunk_owner
+from cpl.callbacks import SingularValueLogger, TaskSwitch
+from cpl.experiments.matcomp import build_module
+
+from conftest import small_matcomp
+from test_matcomp_module import RecordW, fit
+
+
+def _separate(tmp_path, onset, after, steps_total=None):
+    cfg = small_matcomp(tmp_path, switch={"at_step": onset}, train={"steps_after_switch": after}, trainer={"dtype": "float64"})
+    module = build_module([cfg])
+    rec = RecordW()
+    fit(module, [TaskSwitch(onset), rec], steps=onset + after)
+    return rec
+
+
+def test_shared_trunk_equals_separate_runs(tmp_path, list_logger):
+    onsets, after = [0, 7, 20, 45], [30, 30, 12, 30]
+    sched = onset_chain(onsets, after)
+    cfgs = [small_matcomp(tmp_path, switch={"at_step": t}, train={"steps_after_switch": a}, trainer={"dtype": "float64"}) for t, a in zip(onsets, after)]
+    module = build_module(cfgs)
+    module.set_member_schedule(sched.starts, sched.ends, sched.sources)
+    rec = RecordW()
+    svl = SingularValueLogger(every_n_steps=5, top_k=3)
+    fit(module, [TaskSwitch(sched.switch_steps), svl, rec], logger=list_logger, steps=max(sched.ends))
+    for e, (t, a) in enumerate(zip(onsets, after)):
+        ref = _separate(tmp_path, t, a)
+        end = t + a
+        np.testing.assert_allclose(rec.ws[max(sched.ends)][e], ref.ws[end][0], rtol=1e-10, atol=1e-13)  # frozen after its end
+        for step in range(sched.starts[e], end + 1, 3):
+            np.testing.assert_allclose(rec.ws[step][e], ref.ws[step][0], rtol=1e-10, atol=1e-13)
+        # metrics are logged inside each member's window and at its own end step
+        logged = list_logger.series(f"member{e}/test/final_error")
+        assert max(logged) == end and min(logged) == -(-sched.starts[e] // 10) * 10
+        s = np.linalg.svd(ref.ws[end][0], compute_uv=False)
+        assert list_logger.series(f"member{e}/sv/1")[end] == pytest.approx(s[0], rel=1e-6)
+    # member 2 (onset 20) ends at 32, member 3 at 75: at step 40 only member 3 is logged
+    assert 40 not in list_logger.series("member2/test/final_error") and 40 in list_logger.series("member3/test/final_error")
+
+
+def test_schedule_errors(tmp_path):
+    module = build_module([small_matcomp(tmp_path, seed=s) for s in range(2)])
+    with pytest.raises(ValueError, match=r"Expected one start, end and source per member \(2\), got 1, 1, 1"):
+        module.set_member_schedule([0], [5], [None])
+    with pytest.raises(ValueError, match=r"Member 1 starts at step 10 from member 0, which is not active then"):
+        module.set_member_schedule([0, 10], [5, 20], [None, 0])
+    with pytest.raises(ValueError, match=r"Expected strictly increasing `onsets`, got \[5, 5\]"):
+        onset_chain([5, 5], 3)
+
+
+def test_trunk_owner():
+    s = onset_chain([3, 8, 20], 4)
+    assert [trunk_owner(s, 2, t) for t in (0, 3, 7, 8, 30)] == [0, 1, 1, 2, 2]
+
+
+def test_train_group_records_each_cell_like_a_separate_run(tmp_path):
+    """One batched run (an onset chain plus an independent seed) = separate runs, in MLflow too."""
+    from mlflow.tracking import MlflowClient
+
+    from cpl.batching import plan_groups
+    from cpl.run import train, train_group
+
+    def cell(onset, seed=0, store="group"):
+        return small_matcomp(tmp_path, seed=seed, switch={"at_step": onset}, train={"steps_after_switch": 25},
+                             tracking={"uri": f"sqlite:///{tmp_path}/{store}.db"}, trainer={"dtype": "float64"})
+
+    cells = [cell(20), cell(0), cell(7), cell(7, seed=1)]
+    assert plan_groups(cells) == [[0, 1, 2, 3]]
+    results = train_group(cells)
+    client = MlflowClient(f"sqlite:///{tmp_path}/group.db")
+    for c, res in zip(cells, results):
+        sep_cfg = cell(c.switch.at_step, c.seed, store="separate")
+        sep = train(sep_cfg)
+        sep_client = MlflowClient(f"sqlite:///{tmp_path}/separate.db")
+        assert res.metrics["test/final_error"] == pytest.approx(sep.metrics["test/final_error"], rel=1e-9)
+        assert res.metrics["sv/effective_rank"] == pytest.approx(sep.metrics["sv/effective_rank"], rel=1e-9)
+        run, ref = client.get_run(res.run_id), sep_client.get_run(sep.run_id)
+        assert run.info.status == "FINISHED" and run.data.params["switch.at_step"] == str(c.switch.at_step)
+        for key in ("test/final_error", "sv/1", "train/loss", "task/switched"):
+            got = {m.step: m.value for m in client.get_metric_history(res.run_id, key)}
+            want = {m.step: m.value for m in sep_client.get_metric_history(sep.run_id, key)}
+            assert sorted(got) == sorted(want), key  # the same steps: trunk history included
+            for step in want:
+                assert got[step] == pytest.approx(want[step], rel=1e-8, abs=1e-12), (key, step)
+        assert {a.path for a in client.list_artifacts(res.run_id, "figures")} == {"figures/singular_values.png"}

@@ -1,0 +1,124 @@
+"""MLflow contents after short real runs, failure/interrupt status, and checkpoint resume."""
+
+import signal
+
+import lightning as L
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from cpl import DivergenceError, train
+from cpl.config import make_config
+from cpl.experiments import build
+
+from conftest import small_matcomp
+
+
+class InterruptAt(L.Callback):
+    """Simulates Ctrl-C after ``step`` gradient steps."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def _run(client, run_id):
+    return client.get_run(run_id)
+
+
+def test_mlflow_run_contents(tmp_path):
+    cfg = small_matcomp(tmp_path)
+    result = train(cfg)
+    assert result.status == "FINISHED"
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    p = run.data.params
+    assert p["model.depth"] == "3" and p["task.n_obs"] == "150" and p["switch.at_step"] == "30" and p["optim.lr"] == "0.5"
+    assert run.data.tags["cpl.conf"] == "test" and run.data.tags["cpl.kind"] == "matcomp"
+    from cpl.tracking import git_commit
+
+    commit = git_commit()
+    if commit:  # tests run from a git checkout in CI; a plain copy of the sources has no commit
+        assert run.data.tags["mlflow.source.git.commit"] == commit
+    # metrics with their steps
+    hist = client.get_metric_history(result.run_id, "test/final_error")
+    assert [m.step for m in sorted(hist, key=lambda m: m.step)] == [0, 10, 20, 30, 40, 50, 60]
+    assert sorted(m.step for m in client.get_metric_history(result.run_id, "sv/1")) == list(range(0, 61, 5))
+    assert [m.step for m in client.get_metric_history(result.run_id, "task/switched")] == [30]
+    last = max(hist, key=lambda m: m.step)
+    assert last.value == pytest.approx(result.metrics["test/final_error"], rel=1e-6)
+    assert run.data.metrics["sv/effective_rank"] == pytest.approx(result.metrics["sv/effective_rank"], rel=1e-6)
+    # artifacts: resolved config and the singular-value figure
+    arts = {a.path for a in client.list_artifacts(result.run_id)} | {a.path for a in client.list_artifacts(result.run_id, "figures")}
+    assert "config.yaml" in arts and "figures/singular_values.png" in arts
+    local = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="config.yaml", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", dst_path=str(tmp_path / "dl"))
+    assert "depth: 3" in open(local).read()
+    png = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="figures/singular_values.png", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", dst_path=str(tmp_path / "dl"))
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_diverging_run_is_failed_with_metrics_kept(tmp_path):
+    cfg = small_matcomp(tmp_path, optim={"lr": 300.0}, model={"init_scale": 1.0}, log={"every_n_steps": 1})
+    with pytest.raises(DivergenceError):
+        train(cfg)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert run.info.status == "FAILED"
+    assert "lower learning rate" in run.data.tags["cpl.status_message"]
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 1
+
+
+def test_interrupt_is_killed_and_resume_matches_uninterrupted(tmp_path):
+    handler = signal.getsignal(signal.SIGINT)
+    cfg = small_matcomp(tmp_path, trainer={"dtype": "float64"})
+    full = build(cfg)
+    train(cfg, experiment=full)
+
+    part = build(cfg)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, experiment=part, callbacks=[InterruptAt(20)])
+    assert signal.getsignal(signal.SIGINT) is handler  # Lightning's SIG_IGN is undone
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    killed = [r for r in client.search_runs([client.get_experiment_by_name("test").experiment_id]) if r.info.status == "KILLED"]
+    assert len(killed) == 1
+    run_id = killed[0].info.run_id
+    assert max(m.step for m in client.get_metric_history(run_id, "sv/1")) == 20  # metrics so far are kept
+    ckpt = tmp_path / "ckpt" / run_id / "interrupted.ckpt"
+    assert ckpt.is_file()
+
+    resumed_cfg = small_matcomp(tmp_path, trainer={"dtype": "float64", "ckpt_path": str(ckpt)})
+    resumed = build(resumed_cfg)
+    result = train(resumed_cfg, experiment=resumed)
+    assert result.status == "FINISHED"
+    assert resumed.callbacks[0].switched_at == [30]  # TaskSwitch ran after the resume, at the right step
+    for a, b in zip(full.module.model.factors, resumed.module.model.factors):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    # the singular-value history carries across the resume
+    assert resumed.callbacks[1].history()["steps"] == full.callbacks[1].history()["steps"]
+
+
+def test_tracking_uri_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/env.db")
+    cfg = small_matcomp(tmp_path, tracking={"uri": None}, train={"steps_after_switch": 0}, switch={"at_step": 5})
+    result = train(cfg)
+    assert result.tracking_uri == f"sqlite:///{tmp_path}/env.db"
+    assert MlflowClient(result.tracking_uri).get_run(result.run_id).info.status == "FINISHED"
+
+
+def test_default_store_is_local_sqlite(tmp_path, monkeypatch):
+    from cpl.tracking import DEFAULT_TRACKING_URI, tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri(None) == DEFAULT_TRACKING_URI == "sqlite:///mlruns/mlflow.db"
+    monkeypatch.chdir(tmp_path)
+    cfg = small_matcomp(tmp_path, tracking={"uri": None}, train={"steps_after_switch": 0}, switch={"at_step": 5})
+    result = train(cfg)
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file()
+    arts = list((tmp_path / "mlruns" / "artifacts").rglob("config.yaml"))
+    assert len(arts) == 1 and result.run_id in str(arts[0])
