@@ -253,3 +253,13 @@ def test_a_sweep_conf_loads_as_its_base_for_a_single_run():
     assert "sweep" not in cfg and cfg.model.depth == 2 and cfg.optim.lr == 10.0
     with pytest.raises(ConfigError, match=r"Unknown config key 'sweep'"):
         load_config("matcomp_depth_sweep_quick", ["sweep.threshold=0.1"])
+
+
+def test_cli_runs_an_inline_grid_and_reports_failed_cells(tmp_path, capsys):
+    args = ["conf=matcomp_rank10to5", "task.size=20", "task.pretrain_rank=4", "task.final_rank=2", "task.n_obs=150", "train.steps_after_switch=60",
+            "log.figures=false", "log.every_n_steps=50", "log.sv_every_n_steps=50", f"tracking.uri=sqlite:///{tmp_path}/m.db",
+            f"trainer.checkpoint_dir={tmp_path}/ckpt", "sweep.grid.optim.lr=[3.0,1.0e4]", "sweep.grid.switch.at_step=[0]"]
+    assert sweep_main(args) == 1  # one cell diverges: reported, exit status 1
+    out, err = capsys.readouterr()
+    assert "| 0 | 3 | 0 | FINISHED |" in out and "| 1 | 1e+04 | 0 | FAILED |" in out
+    assert "1 cell(s) FAILED" in err and "DivergenceError" in err

@@ -37,6 +37,7 @@ import io
 import json
 import math
 import os
+import sys
 import time
 import uuid
 import warnings
@@ -745,7 +746,7 @@ def run_sweep(sweep: Sweep, callbacks: Sequence[Any] = (), executor: Any = None,
                 results[r.index] = r
                 counts["failed" if r.status == "FAILED" else "done"] += 1
                 if r.status == "FAILED":
-                    bar.write(f"cell {r.index} FAILED: {(r.error or '').splitlines()[0][:200] if r.error else ''}")
+                    bar.write(f"cell {r.index} FAILED: {(r.error or '').splitlines()[0][:200] if r.error else ''}", file=sys.stderr)
             bar.update(len(task_results))
             postfix()
     except KeyboardInterrupt:
