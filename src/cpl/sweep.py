@@ -469,10 +469,11 @@ class RayExecutor:
 
         started = False
         if not ray.is_initialized():
-            env = {k: os.environ[k] for k in ("PYTHONPATH", "MLFLOW_TRACKING_URI") if k in os.environ}
-            kwargs: dict[str, Any] = {"include_dashboard": False, "runtime_env": {"env_vars": env} if env else None}
-            if self.address is None:
+            kwargs: dict[str, Any] = {"include_dashboard": False}
+            if self.address is None:  # a local instance: its workers see this process's PYTHONPATH
                 kwargs["num_cpus"] = self.num_cpus
+                env = {k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}
+                kwargs["runtime_env"] = {"env_vars": env} if env else None
             ray.init(address=self.address, **kwargs)
             started = True
         remote = ray.remote(num_cpus=self.cpus_per_task, max_retries=0)(_ray_call)
