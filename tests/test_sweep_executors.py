@@ -57,29 +57,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_healthy(uri: str, proc: subprocess.Popen, log_path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"mlflow server did not start: {log_path.read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
 @pytest.fixture
 def mlflow_server(tmp_path):
-    """A real MLflow tracking server on loopback with a SQLite backend; yields its http URI."""
+    """A real MLflow tracking server on loopback with a SQLite backend: ``(uri, wait)``.
+
+    The server boots while the test goes on (Ray starts meanwhile); ``wait()`` blocks until /health answers.
+    """
     port = _free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
            "--default-artifact-root", "mlflow-artifacts:/", "--artifacts-destination", str(tmp_path / "server-artifacts"),
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    log = open(tmp_path / "server.log", "w")
+    log_path = tmp_path / "server.log"
+    log = open(log_path, "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield uri
+        yield uri, lambda: _wait_healthy(uri, proc, log_path)
     finally:
         os.killpg(proc.pid, 15)
         try:
@@ -100,6 +107,8 @@ def local_ray():
 
 @pytest.mark.slow
 def test_ray_sweep_logs_to_a_tracking_server(tmp_path, mlflow_server, local_ray):
+    mlflow_server, wait_for_server = mlflow_server
+    wait_for_server()
     sweep = make_sweep(tiny_base(mlflow_server, str(tmp_path / "ckpt")), name="ray_sweep", grid=GRID, executor="ray")
     result = run_sweep(sweep, progress=False)
     assert [r["status"] for r in result.rows] == ["FINISHED"] * 4 and result.tracking_uri == mlflow_server
