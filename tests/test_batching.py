@@ -88,3 +88,19 @@ def test_train_group_records_each_cell_like_a_separate_run(tmp_path):
             for step in want:
                 assert got[step] == pytest.approx(want[step], rel=1e-8, abs=1e-12), (key, step)
         assert {a.path for a in client.list_artifacts(res.run_id, "figures")} == {"figures/singular_values.png"}
+
+
+def test_test_error_trace_of_trunk_members(tmp_path):
+    """The dense test-error trace of every member equals a separate run's per-step test error."""
+    onsets = [0, 6, 15]
+    sched = onset_chain(onsets, 20)
+    cfgs = [small_matcomp(tmp_path, switch={"at_step": t}, train={"steps_after_switch": 20}, trainer={"dtype": "float64"}, log={"trace_every_n_steps": 1}) for t in onsets]
+    module = build_module(cfgs)
+    module.set_member_schedule(sched.starts, sched.ends, sched.sources)
+    fit(module, [TaskSwitch(sched.switch_steps)], steps=max(sched.ends))
+    fin = module.targets[1, 0].numpy()
+    for e, t in enumerate(onsets):
+        ref = _separate(tmp_path, t, 20)
+        steps, values = module.test_error_trace(e, sched)
+        assert steps == list(range(t + 20))  # weights before each of the member's steps
+        np.testing.assert_allclose(values, [((ref.ws[s][0] - fin) ** 2).mean() for s in steps], rtol=1e-10)

@@ -121,3 +121,13 @@ def test_rank_helpers():
     p = np.array([3, 2, 1]) / 6
     assert float(effective_rank(s)) == pytest.approx(np.exp(-(p * np.log(p)).sum()), rel=1e-6)
     assert float(numerical_rank(s, 0.5)) == 2
+
+
+def test_singular_value_logger_keeps_readouts_and_logs_coarser(tmp_path, list_logger):
+    module = build_module([small_matcomp(tmp_path)])
+    svl = SingularValueLogger(every_n_steps=5, top_k=2, log_every_n_steps=20)
+    fit(module, [TaskSwitch(10), svl], logger=list_logger, steps=45)
+    assert svl.history()["steps"] == list(range(0, 46, 5))  # every readout kept (figures)
+    assert sorted(list_logger.series("sv/1")) == [0, 20, 40, 45]  # loggers: every 20 steps and the last step
+    with pytest.raises(ValueError, match=r"Expected `log_every_n_steps` to be a multiple of `every_n_steps`=5, got 12"):
+        SingularValueLogger(every_n_steps=5, log_every_n_steps=12)

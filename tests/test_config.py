@@ -105,3 +105,8 @@ def test_cli_reports_config_error_before_training():
     assert out.returncode == 2
     assert "error: Invalid value for 'model.depth': got 0" in out.stderr
     assert "Epoch" not in out.stderr + out.stdout
+
+
+def test_sv_log_interval_must_be_a_multiple_of_the_readout():
+    with pytest.raises(ConfigError, match=r"'log.sv_log_every_n_steps': got 15; allowed: null or a multiple of log.sv_every_n_steps=10"):
+        load_config("matcomp_rank10to5", ["log.sv_log_every_n_steps=15"])

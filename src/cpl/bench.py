@@ -127,3 +127,84 @@ def bench_train(cfg: DictConfig, repeats: int = 3) -> dict[str, object]:
         "mlflow_write_seconds": statistics.median(write_s),
         "mlflow_write_share": statistics.median(write_s) / med["lightning+mlflow"],
     }
+
+
+PAPER_ONSETS = (0, 1000, 5000, 10000, 20000, 40000, 60000, 80000, 100000)
+
+
+def onset_sweep_cells(scale: float = 0.1, metric_every: int = 1, overrides: list[str] | None = None, tmp: str | None = None) -> list[DictConfig]:
+    """The paper's onset sweep at depth 3 (Fig. 4 left, D = 3), every length scaled by ``scale``."""
+    from .config import load_config
+
+    cells = []
+    for onset in PAPER_ONSETS:
+        cfg = load_config("matcomp_rank10to5", [
+            f"switch.at_step={int(round(onset * scale))}", f"train.steps_after_switch={int(round(30000 * scale))}",
+            f"log.every_n_steps={metric_every}", "log.sv_every_n_steps=10", "trainer.progress_bar=false",
+            *(overrides or []),
+        ])
+        if tmp is not None:
+            cfg.tracking.uri = f"sqlite:///{tmp}/bench_sweep.db"
+            cfg.tracking.experiment = "bench-sweep"
+            cfg.trainer.checkpoint_dir = f"{tmp}/ckpt"
+        cells.append(cfg)
+    return cells
+
+
+def plain_onset_sweep(cells: list[DictConfig]) -> tuple[float, list[float]]:
+    """The paper's way: each cell from scratch, one after another, with the test error every step
+    and the top-10 singular values every 10 steps. Returns (seconds, final test error per cell)."""
+    finals = []
+    t0 = time.perf_counter()
+    for cfg in cells:
+        module = build(cfg).module  # the same init and tasks as the framework's cell
+        factors = [torch.nn.Parameter(f.detach()[0].clone()) for f in module.model.factors]
+        (pre_t, fin_t), (pre_w, fin_w) = module.targets[:, 0], module.weights[:, 0]
+        opt = torch.optim.SGD(factors, lr=cfg.optim.lr)
+        at, steps = cfg.switch.at_step, max_steps(cfg)
+        errors, svs = [], []
+
+        def w_now():
+            w = factors[0]
+            for f in factors[1:]:
+                w = f @ w
+            return w
+
+        for step in range(steps):
+            target, weight = (pre_t, pre_w) if step < at else (fin_t, fin_w)
+            opt.zero_grad(set_to_none=True)
+            loss = 0.5 * ((w_now() - target).pow(2) * weight).sum()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                w = w_now()
+                errors.append(float((w - fin_t).pow(2).mean()))
+                if (step + 1) % 10 == 0:
+                    svs.append(torch.linalg.svdvals(w)[:10].tolist())
+        finals.append(errors[-1])
+    return time.perf_counter() - t0, finals
+
+
+def bench_sweep(scale: float = 0.1, metric_every: int = 1) -> dict[str, object]:
+    """Wall-clock of the batched, trunk-sharing sweep (MLflow on) against the paper's plain loop."""
+    from .run import train_group
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cells = onset_sweep_cells(scale, metric_every, tmp=tmp)
+        plain_s, plain_final = plain_onset_sweep(cells)
+        t0 = time.perf_counter()
+        results = train_group(cells)
+        ours_s = time.perf_counter() - t0
+        logging_s = sum(r.logging_seconds for r in results)
+    ours_final = [r.metrics["test/final_error"] for r in results]
+    return {
+        "cells": len(cells),
+        "onsets": [c.switch.at_step for c in cells],
+        "plain_seconds": plain_s,
+        "framework_seconds": ours_s,
+        "speedup": plain_s / ours_s,
+        "plain_final": plain_final,
+        "framework_final": ours_final,
+        "max_final_diff": max(abs(a - b) for a, b in zip(plain_final, ours_final)),
+        "mlflow_write_seconds": logging_s,
+    }

@@ -87,6 +87,11 @@ class LogConfig:
     every_n_steps: int = 100  #: train loss and test errors
     sv_every_n_steps: int = 10  #: singular values of W (paper: every 10 steps)
     sv_top_k: int = 10
+    #: interval at which singular values go to MLflow (a multiple of sv_every_n_steps); null = every readout
+    sv_log_every_n_steps: Optional[int] = None
+    sv_reference: bool = True  #: also log diag(U^T W V) in the final task's basis (sv_ref/k)
+    #: record the test error every n steps (null = off) and save it as the artifact traces/test_final_error.csv
+    trace_every_n_steps: Optional[int] = None
     figures: bool = True  #: PNG figures logged as MLflow artifacts at the end
 
 
@@ -284,6 +289,12 @@ def validate_common(cfg: DictConfig) -> None:
         require(Path(cfg.trainer.ckpt_path).is_file(), "trainer.ckpt_path", cfg.trainer.ckpt_path, "the path of an existing checkpoint file")
     for key in ("every_n_steps", "sv_every_n_steps"):
         require(cfg.log[key] >= 1, f"log.{key}", cfg.log[key], "an integer >= 1")
+    trace = cfg.log.get("trace_every_n_steps")
+    if trace is not None:
+        require(trace >= 1, "log.trace_every_n_steps", trace, "null or an integer >= 1")
+    sv_log = cfg.log.get("sv_log_every_n_steps")
+    if sv_log is not None:
+        require(sv_log >= 1 and sv_log % cfg.log.sv_every_n_steps == 0, "log.sv_log_every_n_steps", sv_log, f"null or a multiple of log.sv_every_n_steps={cfg.log.sv_every_n_steps}")
 
 
 def max_steps(cfg: DictConfig) -> int:

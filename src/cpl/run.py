@@ -125,6 +125,16 @@ def _fit(cfg: DictConfig, exp: Experiment, loggers: list, callbacks: list[Callba
     return trainer
 
 
+def _log_trace(client, run_id: str, module, member: int, schedule=None, final: Optional[tuple[int, float]] = None) -> None:
+    """Save a member's dense test-error trace (if recorded) as ``traces/test_final_error.csv``."""
+    if not getattr(module, "trace_every_n_steps", None):
+        return
+    steps, values = module.test_error_trace(member, schedule)
+    if final is not None and (not steps or steps[-1] < final[0]):
+        steps, values = steps + [final[0]], values + [final[1]]
+    client.log_text(run_id, "step,test_final_error\n" + "".join(f"{s},{v!r}\n" for s, v in zip(steps, values)), "traces/test_final_error.csv")
+
+
 def _log_figures(client, run_id: str, figures: dict[str, Any]) -> list[str]:
     import matplotlib.pyplot as plt
 
@@ -187,6 +197,8 @@ def train(
             lg.flush()
         if cfg.log.figures:
             figure_paths = _log_figures(client, run_id, exp.figures())
+        if "test/final_error" in summary:
+            _log_trace(client, run_id, exp.module, 0, final=(trainer.global_step, summary["test/final_error"]))
         client.set_terminated(run_id, "FINISHED")
     return TrainResult(metrics=summary, status="FINISHED", run_id=run_id, tracking_uri=uri, checkpoint_dir=str(ckpt_dir), figures=figure_paths,
                        logging_seconds=sum(lg.write_seconds for lg in loggers))
@@ -261,6 +273,8 @@ def train_group(
             client.log_batch(run_ids[e], metrics=[tracking.Metric(k, float(v), int(time.time() * 1000), schedule.ends[e]) for k, v in extra.items()])
             if cfg.log.figures and exp.member_figures is not None:
                 figures = _log_figures(client, run_ids[e], exp.member_figures(e))
+            if "test/final_error" in metrics:
+                _log_trace(client, run_ids[e], exp.module, e, schedule, final=(schedule.ends[e], metrics["test/final_error"]))
             client.set_terminated(run_ids[e], "FINISHED")
         results[e] = TrainResult(metrics=metrics, status="FINISHED", run_id=run_ids[e] if run_ids else None, tracking_uri=uri,
                                  checkpoint_dir=str(ckpt_dir), figures=figures, logging_seconds=sum(lg.write_seconds for lg in loggers) / n)

@@ -44,7 +44,11 @@ class SingularValueLogger(Callback):
     whose members have their own windows of steps); without it, all members on the interval.
 
     Args:
-        every_n_steps: interval in global steps (step 0 and the last step are logged too).
+        every_n_steps: readout interval in global steps (step 0 and the last step are read too); every
+            readout is kept in :meth:`history` (figures).
+        log_every_n_steps: interval at which readouts go to the loggers (a multiple of
+            ``every_n_steps``; None = every readout). Tracking stores are slow per row: a sweep
+            keeps the paper's readout every 10 steps for its figures and logs every 100.
         top_k: how many singular values to log.
         matrix: name of the module's matrix (default ``end_to_end``).
         matrix_kwargs: keyword arguments for the ``matrix`` method, e.g. ``{"name": "a"}`` with
@@ -71,12 +75,15 @@ class SingularValueLogger(Callback):
         "SingularValueLogger{'prefix': 'sv', 'matrix': 'end_to_end'}"
     """
 
-    def __init__(self, every_n_steps: int = 10, top_k: int = 10, matrix: str = "end_to_end", reference: str | None = None, prefix: str = "sv", rank_rtol: float = 1e-2, matrix_kwargs: dict[str, Any] | None = None):
+    def __init__(self, every_n_steps: int = 10, top_k: int = 10, matrix: str = "end_to_end", reference: str | None = None, prefix: str = "sv", rank_rtol: float = 1e-2, matrix_kwargs: dict[str, Any] | None = None, log_every_n_steps: int | None = None):
         if every_n_steps < 1:
             raise ValueError(f"Expected `every_n_steps` >= 1, got {every_n_steps}")
         if top_k < 1:
             raise ValueError(f"Expected `top_k` >= 1, got {top_k}")
+        if log_every_n_steps is not None and (log_every_n_steps < 1 or log_every_n_steps % every_n_steps):
+            raise ValueError(f"Expected `log_every_n_steps` to be a multiple of `every_n_steps`={every_n_steps}, got {log_every_n_steps}")
         self.every_n_steps, self.top_k = every_n_steps, top_k
+        self.log_every_n_steps = log_every_n_steps or every_n_steps
         self.matrix, self.reference, self.prefix, self.rank_rtol = matrix, reference, prefix, rank_rtol
         self.matrix_kwargs = dict(matrix_kwargs or {})
         self.steps: list[int] = []
@@ -145,7 +152,16 @@ class SingularValueLogger(Callback):
         top = s[:, :k].cpu()
         er, nr = effective_rank(s).cpu(), numerical_rank(s, self.rank_rtol).cpu()
         metrics: dict[str, float] = {}
+        send = set(idx)
+        if self.log_every_n_steps != self.every_n_steps:  # readouts are kept; loggers get every log_every_n_steps
+            fn = getattr(pl_module, "members_to_log", None)
+            if callable(fn):
+                send = set(fn(step, self.log_every_n_steps))
+            elif not (step % self.log_every_n_steps == 0 or step >= (trainer.max_steps or -1) > 0):
+                send = set()
         for j, e in enumerate(idx):
+            if e not in send:
+                continue
             for i in range(k):
                 metrics[member_key(f"{self.prefix}/{i + 1}", e, n)] = float(top[j, i])
             metrics[member_key(f"{self.prefix}/effective_rank", e, n)] = float(er[j])

@@ -20,7 +20,7 @@ from . import Experiment, register_builder
 __all__ = ["build_matcomp", "build_matcomp_members", "build_module", "SHARED_KEYS"]
 
 #: keys that members of one module must share (the rest may differ per member)
-SHARED_KEYS = ("task.size", "model.depth", "model.init", "optim.lr", "trainer.dtype", "log.every_n_steps", "log.sv_every_n_steps", "log.sv_top_k", "ode.kind", "ode.every_n_steps", "ode.rtol")
+SHARED_KEYS = ("task.size", "model.depth", "model.init", "optim.lr", "trainer.dtype", "log.every_n_steps", "log.sv_every_n_steps", "log.sv_top_k", "log.sv_log_every_n_steps", "log.sv_reference", "log.trace_every_n_steps", "ode.kind", "ode.every_n_steps", "ode.rtol")
 
 
 def _dtype(cfg: DictConfig) -> torch.dtype:
@@ -61,7 +61,7 @@ def build_module(cfgs: Sequence[DictConfig]) -> MatrixCompletionModule:
     return MatrixCompletionModule(
         model, tasks, lr=first.optim.lr, initial_task="pretrain", final_task="final",
         log_every_n_steps=first.log.every_n_steps, max_steps=max(max_steps(c) for c in cfgs),
-        ode_kind=ode.kind, ode_options={"top_k": first.log.sv_top_k, "every_n_steps": ode.every_n_steps, "rtol": ode.rtol},
+        trace_every_n_steps=first.log.trace_every_n_steps, ode_kind=ode.kind, ode_options={"top_k": first.log.sv_top_k, "every_n_steps": ode.every_n_steps, "rtol": ode.rtol},
     )
 
 
@@ -85,7 +85,8 @@ def build_matcomp_members(cfgs: Sequence[DictConfig], schedule: MemberSchedule |
     at = [c.switch.at_step for c in cfgs]
     switch = TaskSwitch(at_step=at if len(cfgs) > 1 else at[0], from_task="pretrain", to_task="final")
     first = cfgs[0]
-    svs = SingularValueLogger(every_n_steps=first.log.sv_every_n_steps, top_k=first.log.sv_top_k, reference="reference_basis")
+    svs = SingularValueLogger(every_n_steps=first.log.sv_every_n_steps, top_k=first.log.sv_top_k, reference="reference_basis" if first.log.sv_reference else None,
+                              log_every_n_steps=first.log.sv_log_every_n_steps)
     ode_cb = None
     if first.ode.enabled:
         if len(cfgs) > 1:

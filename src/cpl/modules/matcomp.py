@@ -27,6 +27,9 @@ class MatrixCompletionModule(FullBatchModule):
         lr: learning rate.
         initial_task: the task every member trains on first.
         final_task: the task the test error is measured against.
+        trace_every_n_steps: also record the test error (final task, all entries) of the weights
+            before every n-th step, from the loss's own forward pass (nearly free; the paper's
+            per-step curve). Read it with :meth:`test_error_trace`; ``cpl.run`` saves it as an artifact.
         ode_kind: the analytic reference :meth:`ode_reference` builds: ``"factorization"``,
             ``"saxe"`` or ``"braun"`` (see :mod:`cpl.modules.matcomp_references`).
         ode_options: keyword arguments of that reference (``top_k``, ``every_n_steps``, ``rtol``).
@@ -54,8 +57,13 @@ class MatrixCompletionModule(FullBatchModule):
         max_steps: int = 1,
         ode_kind: str = "factorization",
         ode_options: Optional[Mapping[str, Any]] = None,
+        trace_every_n_steps: Optional[int] = None,
     ):
         super().__init__(lr=lr, log_every_n_steps=log_every_n_steps, max_steps=max_steps)
+        if trace_every_n_steps is not None and trace_every_n_steps < 1:
+            raise ValueError(f"Expected `trace_every_n_steps` >= 1 or None, got {trace_every_n_steps}")
+        self.trace_every_n_steps = trace_every_n_steps
+        self.trace: list[tuple[int, tuple[int, ...], torch.Tensor]] = []  # (step, members, test errors)
         self.model = model
         self.task_names = list(tasks)
         for name in (initial_task, final_task):
@@ -132,7 +140,25 @@ class MatrixCompletionModule(FullBatchModule):
     def loss(self) -> torch.Tensor:
         sel = self.active
         w = self.model.product(sel)
+        if self.trace_every_n_steps and self.global_step % self.trace_every_n_steps == 0:
+            # the test error of the weights before this step, from the forward pass already done
+            with torch.no_grad():
+                err = (w.detach() - self.targets[self.final_index][sel]).pow(2).mean(dim=(-1, -2))
+            self.trace.append((self.global_step, self._active_key or tuple(range(self.n_members)), err))
         return 0.5 * ((w - self._target[sel]).pow(2) * self._weight[sel]).sum()
+
+    def test_error_trace(self, member: int, schedule=None) -> tuple[list[int], list[float]]:
+        """``(steps, test errors)`` of a member recorded every ``trace_every_n_steps`` steps (weights
+        before the step), with its trunk's values before its own start when ``schedule`` is given."""
+        from ..batching import trunk_owner
+
+        steps, values = [], []
+        for step, members, err in self.trace:
+            owner = trunk_owner(schedule, member, step) if schedule is not None else member
+            if owner in members and (self.member_ends is None or step < self.member_ends[member]):
+                steps.append(step)
+                values.append(float(err[members.index(owner)]))
+        return steps, values
 
     @torch.no_grad()
     def compute_metrics(self, members: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
@@ -141,13 +167,13 @@ class MatrixCompletionModule(FullBatchModule):
         members_t = torch.arange(self.n_members, device=w.device)[sel]
         task_index = self.task_index[sel]
         out = {"train/loss": 0.5 * ((w - self._target[sel]).pow(2) * self._weight[sel]).sum(dim=(-1, -2))}
+        m = w.shape[0]
+        flat_w = w.reshape(m, -1).T  # (N^2, M): torchmetrics' multi-output layout, one output per member
         for label, idx in (("final", torch.full_like(task_index, self.final_index)), ("current", task_index)):
-            target, mask = self.targets[idx, members_t], self.masks[idx, members_t]
-            all_err, unobs_err = [], []
-            for e in range(w.shape[0]):
-                all_err.append(mean_squared_error(w[e], target[e]))
-                hidden = mask[e] == 0
-                unobs_err.append(mean_squared_error(w[e][hidden], target[e][hidden]) if hidden.any() else torch.zeros((), dtype=w.dtype))
-            out[f"test/{label}_error"] = torch.stack(all_err)
-            out[f"test/{label}_error_unobserved"] = torch.stack(unobs_err)
+            target, hidden = self.targets[idx, members_t], 1 - self.masks[idx, members_t]
+            out[f"test/{label}_error"] = mean_squared_error(flat_w, target.reshape(m, -1).T, num_outputs=m).reshape(m)
+            # mean over the unobserved entries of each member (0 when every entry is observed)
+            n_hidden = hidden.sum(dim=(-1, -2))
+            sq = ((w - target).pow(2) * hidden).sum(dim=(-1, -2))
+            out[f"test/{label}_error_unobserved"] = torch.where(n_hidden > 0, sq / n_hidden.clamp_min(1), torch.zeros_like(sq))
         return out
