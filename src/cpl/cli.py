@@ -94,6 +94,72 @@ def train_main(argv: Sequence[str]) -> int:
     return 0
 
 
+SWEEP_HELP = """\
+usage: python scripts/sweep.py conf=NAME [key=value ...]
+
+Run (or resume) the sweep of the conf NAME (conf/NAME.yaml): the cartesian product of its
+`sweep.grid` over the base conf, one MLflow parent run with a nested child run per cell, and a
+summary on the parent (critical-period table as CSV, figures of the relative error against the
+deficit onset, critical-period length per group).
+
+Overrides:
+  sweep.grid.KEY=[v1,v2,...]  add or replace a grid key, e.g. 'sweep.grid.model.depth=[1,2,3]'
+  sweep.group_by=KEY          the key whose values make the curves (default: first grid key)
+  sweep.onset_key=KEY         the deficit onset (default switch.at_step; null = no analysis)
+  sweep.threshold=X           critical-period length = first onset with relative error > X
+  sweep.executor=local|ray    local: sweep.processes=1 in-process, N processes, 0 = one per core
+                              ray: sweep.ray_address=ADDRESS (null = start a local Ray instance)
+  sweep.name=NAME             the sweep's name (default: the conf name)
+  any other key=value         changes the base conf of every cell (see scripts/train.py --help)
+
+Examples:
+  python scripts/sweep.py conf=matcomp_depth_sweep_quick
+  python scripts/sweep.py conf=matcomp_rank10to5 'sweep.grid.model.depth=[1,2,3]' 'sweep.grid.switch.at_step=[0,1000,5000]'
+  python scripts/sweep.py conf=matcomp_depth_sweep sweep.executor=ray sweep.ray_address=auto tracking.uri=http://HOST:5000
+
+Every cell is validated before any runs. Running the same command again resumes the sweep: cells
+whose run FINISHED are read back, failed and missing ones run. A failing cell does not stop the
+sweep; Ctrl-C does (finished cells stay recorded, the parent is marked KILLED).
+
+Available confs (in {conf_dir}):
+{confs}
+
+Open the runs with:  mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
+"""
+
+
+def sweep_main(argv: Sequence[str]) -> int:
+    from .sweep import load_sweep, run_sweep, warn_remote_store
+
+    try:
+        parsed = parse_args(argv, SWEEP_HELP)
+        if parsed is None:
+            return 0
+        sweep = load_sweep(*parsed)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    warn_remote_store(sweep)
+    print(f"Sweep {sweep.name!r}: {len(sweep.cells)} cells over {', '.join(f'{k} ({len(v)})' for k, v in sweep.grid.items())}, "
+          f"executor {sweep.settings.executor}, tracking {sweep.base.tracking.uri}", file=sys.stderr)
+    try:
+        result = run_sweep(sweep)
+    except KeyboardInterrupt:
+        print("\nInterrupted: finished cells are recorded and the parent run is marked KILLED; run the same command again to resume.", file=sys.stderr)
+        return 130
+    print(result.markdown())
+    crit = {k: v for k, v in result.summary.items() if k.startswith("critical_period/")}
+    if crit:
+        print(f"\nCritical-period length (first onset with relative error > {sweep.settings.threshold}; nan = none):")
+        for key, value in crit.items():
+            print(f"  {key[len('critical_period/'):]:40s} {value:g}")
+    print(f"\nParent run {result.parent_run_id} in {result.tracking_uri}" + (" (resumed)" if result.resumed_parent else ""))
+    if result.failed:
+        print(f"{len(result.failed)} cell(s) FAILED: " + "; ".join(f"cell {r['cell']}: {r['error']}" for r in result.failed), file=sys.stderr)
+        return 1
+    return 0
+
+
 BENCH_HELP = """\
 usage: python scripts/bench.py [conf=NAME] [repeats=3] [key=value ...]
        python scripts/bench.py sweep [scale=0.1]

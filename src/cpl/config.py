@@ -23,6 +23,8 @@ __all__ = [
     "conf_dir",
     "available_confs",
     "load_config",
+    "compose",
+    "parse_overrides",
     "validate",
     "flatten",
 ]
@@ -219,21 +221,38 @@ def load_config(name: str, overrides: list[str] | tuple[str, ...] = (), director
     if not path.is_file():
         raise ConfigError(f"conf={name!r} not found in {directory}; available confs: {', '.join(available_confs(directory)) or '(none)'}")
     raw = OmegaConf.load(path)
+    # a sweep conf is a normal conf plus a `sweep:` section, which cpl.sweep.load_sweep reads;
+    # loaded here (scripts/train.py), it gives its base config
+    raw.pop("sweep", None)
+    return compose(raw, parse_overrides(overrides), name, str(path))
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> DictConfig:
+    """Parse ``key=value`` dotlist overrides into a config tree."""
     malformed = [o for o in overrides if "=" not in o or not o.split("=", 1)[0].strip()]
     if malformed:
         raise ConfigError(f"Could not parse overrides {malformed}: use key=value, e.g. model.depth=4")
     try:
-        over = OmegaConf.from_dotlist(list(overrides))
+        return OmegaConf.from_dotlist(list(overrides))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"Could not parse overrides {list(overrides)}: {exc}. Use key=value, e.g. model.depth=4") from None
+
+
+def compose(raw: DictConfig, over: DictConfig, name: str = "", source: str = "conf", over_source: str = "command line") -> DictConfig:
+    """Merge a conf tree ``raw`` and an override tree ``over`` into the schema of their ``kind`` and validate.
+
+    Raises:
+        ConfigError: unknown key, wrong type or impossible value (the message names ``source``
+            or ``over_source``).
+    """
     kind = over.get("kind", raw.get("kind", "matcomp"))
     schema, _ = _schema_for(kind)
     cfg = OmegaConf.structured(schema)
-    for part, source in ((raw, str(path)), (over, "command line")):
+    for part, src in ((raw, source), (over, over_source)):
         try:
             cfg = OmegaConf.merge(cfg, part)
         except OmegaConfBaseException as exc:
-            raise _translate(exc, schema, source) from None
+            raise _translate(exc, schema, src) from None
     if not cfg.name:
         cfg.name = name
     validate(cfg)

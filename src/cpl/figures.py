@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["singular_value_figure", "ode_overlay_figure"]
+__all__ = ["singular_value_figure", "ode_overlay_figure", "critical_period_figure"]
 
 
 def singular_value_figure(steps: Sequence[int], values: np.ndarray, switch_step: int | None = None, projections: np.ndarray | None = None, title: str = "", value_label: str = "singular value"):
@@ -75,6 +75,28 @@ def ode_overlay_figure(steps: Sequence[int], sgd: np.ndarray, ode: np.ndarray, s
     ax.set_ylabel(value_label)
     ax.set_title(title)
     ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def critical_period_figure(curves: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str = "deficit length (steps)", ylabel: str = "relative error", title: str = "", threshold: float | None = None):
+    """One curve per group against the deficit onset (paper Figs. 4 and 5).
+
+    Args:
+        curves: ``{label: (onsets, values)}``; NaN values (failed cells) leave gaps.
+        threshold: drawn as a horizontal line (the critical-period threshold).
+    """
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(curves))))
+    for color, (label, (xs, ys)) in zip(colors, curves.items()):
+        ax.plot(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float), "o-", color=color, lw=1.6, ms=4, label=label)
+    if threshold is not None:
+        ax.axhline(threshold, color="crimson", ls=":", lw=1.2, label=f"threshold {threshold:g}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
