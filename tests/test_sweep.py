@@ -205,21 +205,23 @@ class InterruptAtFit(Callback):
             raise KeyboardInterrupt
 
 
-def test_interrupted_sweep_resumes_without_rerunning_finished_cells(tmp_path):
+@pytest.mark.parametrize("batched", [False, True])
+def test_interrupted_sweep_resumes_without_rerunning_finished_cells(tmp_path, batched):
     base = tiny_base(tmp_path)
-    sweep = make_sweep(base, grid={"model.depth": [1, 2], "switch.at_step": [0, 100]})
+    sweep = make_sweep(base, grid={"model.depth": [1, 2], "switch.at_step": [0, 100]}, batched=batched)
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(sweep, callbacks=[InterruptAtFit(3)], progress=False)
+        # one cell a fit, or (batched) one depth a fit: interrupt the 3rd cell's or the 2nd depth's fit
+        run_sweep(sweep, callbacks=[InterruptAtFit(2 if batched else 3)], progress=False)
     client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
     parents = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id], filter_string="tags.`cpl.sweep.role` = 'parent'")
     assert len(parents) == 1 and parents[0].info.status == "KILLED"
     parent_id = parents[0].info.run_id
     first = {k.info.run_id: k for k in children(client, parent_id)}
-    assert sorted(k.info.status for k in first.values()) == ["FINISHED", "FINISHED", "KILLED"]
+    assert sorted(k.info.status for k in first.values()) == ["FINISHED", "FINISHED", "KILLED"] + (["KILLED"] if batched else [])
     finished = {k.data.tags["cpl.sweep.cell_hash"] for k in first.values() if k.info.status == "FINISHED"}
 
     # the same sweep again (rebuilt from scratch): same parent, finished cells skipped
-    result = run_sweep(make_sweep(tiny_base(tmp_path), grid={"model.depth": [1, 2], "switch.at_step": [0, 100]}), progress=False)
+    result = run_sweep(make_sweep(tiny_base(tmp_path), grid={"model.depth": [1, 2], "switch.at_step": [0, 100]}, batched=batched), progress=False)
     assert result.resumed_parent and result.parent_run_id == parent_id
     kids = children(client, parent_id)
     new = [k for k in kids if k.info.run_id not in first]

@@ -57,6 +57,10 @@ def test_mlflow_run_contents(tmp_path):
     # artifacts: resolved config and the singular-value figure
     arts = {a.path for a in client.list_artifacts(result.run_id)} | {a.path for a in client.list_artifacts(result.run_id, "figures")}
     assert "config.yaml" in arts and "figures/singular_values.png" in arts
+    sv_csv = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="traces/singular_values.csv", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", dst_path=str(tmp_path / "dl"))
+    lines = open(sv_csv).read().splitlines()
+    assert lines[0].startswith("step,sv_1,") and [int(l.split(",")[0]) for l in lines[1:]] == list(range(0, 61, 5))
+    assert float(lines[-1].split(",")[1]) == pytest.approx(run.data.metrics["sv/1"], rel=1e-6)
     local = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="config.yaml", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", dst_path=str(tmp_path / "dl"))
     assert "depth: 3" in open(local).read()
     png = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="figures/singular_values.png", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", dst_path=str(tmp_path / "dl"))

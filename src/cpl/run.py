@@ -48,12 +48,17 @@ class _Progress(TQDMProgressBar):
         return dict(getattr(pl_module, "progress", {}))
 
 
-class _ExceptionRecorder(Callback):
-    def __init__(self):
+class _InterruptCheckpoint(OnExceptionCheckpoint):
+    """Saves ``interrupted.ckpt`` on an exception and remembers the exception (Lightning turns
+    Ctrl-C into ``SystemExit``; this tells the two apart). One callback fewer on the hot path."""
+
+    def __init__(self, dirpath):
+        super().__init__(dirpath=dirpath, filename="interrupted")
         self.exception: Optional[BaseException] = None
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self.exception = exception
+        super().on_exception(trainer, pl_module, exception)
 
 
 def _quiet_lightning() -> None:
@@ -97,10 +102,9 @@ def _close(client, run_ids: Sequence[str], loggers: Sequence, status: str, messa
 def _fit(cfg: DictConfig, exp: Experiment, loggers: list, callbacks: list[Callback], ckpt_dir: Path, client, run_ids: Sequence[str]) -> L.Trainer:
     """Fit ``exp`` with checkpointing; on an error or Ctrl-C mark ``run_ids`` FAILED or KILLED (metrics kept) and re-raise."""
     every = cfg.trainer.checkpoint_every_n_steps or None
-    recorder = _ExceptionRecorder()
+    recorder = _InterruptCheckpoint(ckpt_dir)
     all_callbacks: list[Callback] = [*exp.callbacks, *callbacks, recorder,
-                                     ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=every, save_last=True, save_top_k=1),
-                                     OnExceptionCheckpoint(dirpath=ckpt_dir, filename="interrupted")]
+                                     ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=every, save_last=True, save_top_k=1)]
     if cfg.trainer.progress_bar:
         all_callbacks.append(_Progress(refresh_rate=max(1, exp.max_steps // 400)))
     trainer = L.Trainer(
@@ -133,6 +137,12 @@ def _log_trace(client, run_id: str, module, member: int, schedule=None, final: O
     if final is not None and (not steps or steps[-1] < final[0]):
         steps, values = steps + [final[0]], values + [final[1]]
     client.log_text(run_id, "step,test_final_error\n" + "".join(f"{s},{v!r}\n" for s, v in zip(steps, values)), "traces/test_final_error.csv")
+
+
+def _log_texts(client, run_id: str, exp: Experiment, member: int) -> None:
+    if exp.member_texts is not None:
+        for name, text in exp.member_texts(member).items():
+            client.log_text(run_id, text, name)
 
 
 def _log_figures(client, run_id: str, figures: dict[str, Any]) -> list[str]:
@@ -199,6 +209,7 @@ def train(
             figure_paths = _log_figures(client, run_id, exp.figures())
         if "test/final_error" in summary:
             _log_trace(client, run_id, exp.module, 0, final=(trainer.global_step, summary["test/final_error"]))
+        _log_texts(client, run_id, exp, 0)
         client.set_terminated(run_id, "FINISHED")
     return TrainResult(metrics=summary, status="FINISHED", run_id=run_id, tracking_uri=uri, checkpoint_dir=str(ckpt_dir), figures=figure_paths,
                        logging_seconds=sum(lg.write_seconds for lg in loggers))
@@ -217,6 +228,7 @@ def train_group(
     callbacks: Sequence[Callback] = (),
     tags: Optional[dict[str, Any]] = None,
     parent_run_id: Optional[str] = None,
+    member_tags: Optional[Sequence[dict[str, Any]]] = None,
 ) -> list[TrainResult]:
     """Train several cells as the members of ONE batched run, with one MLflow run per cell.
 
@@ -224,6 +236,7 @@ def train_group(
     the others are independent members. Every cell's run gets its params, config, tags, its full
     metric history (trunk included), final metrics at its own end step and its figures, exactly
     as :func:`train` would record a separate run. Results come back in the order of ``cfgs``.
+    ``member_tags`` (one dict per cell, in the order of ``cfgs``) adds tags to each cell's run.
 
     Raises:
         ValueError: the cells cannot share a module (see :func:`cpl.batching.batch_key`).
@@ -234,8 +247,10 @@ def train_group(
 
     for cfg in cfgs:
         validate(cfg)
+    if member_tags is not None and len(member_tags) != len(cfgs):
+        raise ValueError(f"Expected one `member_tags` dict per cell ({len(cfgs)}), got {len(member_tags)}")
     if len(cfgs) == 1 and not batchable(cfgs[0]):
-        return [train(cfgs[0], callbacks=callbacks, tags=tags, parent_run_id=parent_run_id)]
+        return [train(cfgs[0], callbacks=callbacks, tags={**(tags or {}), **(member_tags[0] if member_tags else {})}, parent_run_id=parent_run_id)]
     keys = {batch_key(c) for c in cfgs}
     if not all(batchable(c) for c in cfgs) or len(keys) > 1:
         raise ValueError("train_group: these cells cannot be members of one module (different kind, depth, size, lr, dtype, logging or tracking, or an ODE/resume)")
@@ -252,7 +267,8 @@ def train_group(
         uri = tracking.tracking_uri(first.tracking.uri)
         client = tracking.get_client(uri)
         for e, cfg in enumerate(ordered):
-            run_tags = {"cpl.conf": cfg.name, "cpl.kind": cfg.kind, "cpl.batched_members": n, "cpl.member": e, **(tags or {})}
+            run_tags = {"cpl.conf": cfg.name, "cpl.kind": cfg.kind, "cpl.batched_members": n, "cpl.member": e, **(tags or {}),
+                        **(member_tags[order[e]] if member_tags else {})}
             run_id = tracking.start_run(client, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name or None, run_tags, parent_run_id)
             tracking.log_params(client, run_id, flatten(cfg))
             client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
@@ -275,6 +291,7 @@ def train_group(
                 figures = _log_figures(client, run_ids[e], exp.member_figures(e))
             if "test/final_error" in metrics:
                 _log_trace(client, run_ids[e], exp.module, e, schedule, final=(schedule.ends[e], metrics["test/final_error"]))
+            _log_texts(client, run_ids[e], exp, e)
             client.set_terminated(run_ids[e], "FINISHED")
         results[e] = TrainResult(metrics=metrics, status="FINISHED", run_id=run_ids[e] if run_ids else None, tracking_uri=uri,
                                  checkpoint_dir=str(ckpt_dir), figures=figures, logging_seconds=sum(lg.write_seconds for lg in loggers) / n)

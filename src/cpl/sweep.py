@@ -97,6 +97,11 @@ class SweepConfig:
     #: torch intra-op threads while a cell trains; null = torch's default. One thread is much
     #: faster for the small matrices of these experiments, above all on a busy machine.
     torch_threads: Optional[int] = 1
+    #: train cells that can share a module (same depth, size, lr, ...) as the members of one run,
+    #: cells differing only in onset sharing their pre-training trunk (cpl.batching); every cell
+    #: still gets its own child run
+    batched: bool = True
+    max_members: int = 64  #: most members of one batched run
 
 
 @dataclass
@@ -251,6 +256,7 @@ def _validate_settings(s: SweepConfig) -> None:
     require(s.threshold >= 0, "sweep.threshold", s.threshold, "a number >= 0")
     require(s.executor in ("local", "ray"), "sweep.executor", s.executor, "local or ray")
     require(s.processes >= 0, "sweep.processes", s.processes, "an integer >= 0 (1 = in-process, 0 = one per core)")
+    require(s.max_members >= 1, "sweep.max_members", s.max_members, "an integer >= 1")
     if s.torch_threads is not None:
         require(s.torch_threads >= 1, "sweep.torch_threads", s.torch_threads, "null or an integer >= 1")
     require(s.ray_cpus_per_task > 0, "sweep.ray_cpus_per_task", s.ray_cpus_per_task, "a number > 0")
@@ -360,9 +366,34 @@ def run_cells(cells: Sequence[Cell], parent_run_id: Optional[str], tags: Optiona
         torch.set_num_threads(previous)
 
 
+def _run_group(cells: Sequence[Cell], parent_run_id: Optional[str], tags: Optional[dict[str, str]], callbacks: Sequence[Any]) -> Optional[list[CellResult]]:
+    """Train the cells as the members of one batched run; None if that failed (the caller then
+    runs them one by one, so one diverging cell does not fail the others)."""
+    from .run import train_group
+
+    t0 = time.perf_counter()
+    member_tags = [{**cell_tags(cell), "cpl.sweep.attempt": uuid.uuid4().hex} for cell in cells]
+    try:
+        results = train_group([c.config for c in cells], callbacks=callbacks, tags=tags, parent_run_id=parent_run_id, member_tags=member_tags)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - retried cell by cell
+        for cell, mt in zip(cells, member_tags):
+            run_id = _attempt_run_id(cell, mt["cpl.sweep.attempt"])
+            if run_id:
+                tracking.set_tags(tracking.get_client(cell.config.tracking.uri), run_id, {"cpl.sweep.superseded": f"batched run failed ({type(exc).__name__}); cell re-run alone"})
+        return None
+    seconds = (time.perf_counter() - t0) / len(cells)
+    return [CellResult(c.index, c.config_hash, "FINISHED", dict(r.metrics), r.run_id, seconds=seconds) for c, r in zip(cells, results)]
+
+
 def _run_cells(cells: Sequence[Cell], parent_run_id: Optional[str], tags: Optional[dict[str, str]], callbacks: Sequence[Any]) -> list[CellResult]:
     from .run import train
 
+    if len(cells) > 1:
+        grouped = _run_group(cells, parent_run_id, tags, callbacks)
+        if grouped is not None:
+            return grouped
     out = []
     for cell in cells:
         attempt = uuid.uuid4().hex
@@ -392,9 +423,14 @@ def _attempt_run_id(cell: Cell, attempt: str) -> Optional[str]:
         return None
 
 
-def plan_tasks(cells: Sequence[Cell]) -> list[list[Cell]]:
-    """Split the cells to run into tasks (one cell per task; a batched executor may group them)."""
-    return [[cell] for cell in cells]
+def plan_tasks(cells: Sequence[Cell], batched: bool = False, max_members: int = 64) -> list[list[Cell]]:
+    """Split the cells to run into tasks: one cell each, or (``batched``) groups of cells that train
+    as the members of one run (:func:`cpl.batching.plan_groups`)."""
+    if not batched:
+        return [[cell] for cell in cells]
+    from .batching import plan_groups
+
+    return [[cells[i] for i in group] for group in plan_groups([c.config for c in cells], max_members)]
 
 
 TaskFn = Callable[[Sequence[Cell]], list]
@@ -730,7 +766,7 @@ def run_sweep(sweep: Sweep, callbacks: Sequence[Any] = (), executor: Any = None,
             r = done[cell.config_hash]
             results[cell.index] = CellResult(cell.index, cell.config_hash, "FINISHED", r.metrics, r.run_id, resumed=True)
     todo = [c for c in sweep.cells if c.index not in results]
-    tasks = plan_tasks(todo)
+    tasks = plan_tasks(todo, sweep.settings.batched, sweep.settings.max_members)
     fn = functools.partial(run_cells, parent_run_id=parent_id, tags={"cpl.sweep.name": sweep.name, "cpl.sweep.hash": sweep.sweep_hash}, callbacks=tuple(callbacks),
                            torch_threads=sweep.settings.torch_threads)
     executor = executor or make_executor(sweep.settings)

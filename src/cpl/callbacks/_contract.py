@@ -36,3 +36,12 @@ def as_members(matrix: torch.Tensor) -> torch.Tensor:
     if matrix.dim() == 3:
         return matrix
     raise ValueError(f"Expected a matrix of shape (n, m) or (E, n, m), got shape {tuple(matrix.shape)}")
+
+
+def cached_state_key(callback: Any, **key: Any) -> str:
+    """``callback._generate_state_key(**key)``, computed once: Lightning reads ``state_key`` around
+    every hook call, and the arguments of cpl's callbacks do not change after ``__init__``."""
+    cached = callback.__dict__.get("_cpl_state_key")
+    if cached is None:
+        cached = callback.__dict__["_cpl_state_key"] = callback._generate_state_key(**key)
+    return cached

@@ -20,7 +20,7 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
-from ._contract import log_to_loggers
+from ._contract import log_to_loggers, cached_state_key
 
 __all__ = ["ScheduleEvent", "Reference", "ODEReference", "collect_schedule"]
 
@@ -115,7 +115,7 @@ class ODEReference(Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(prefix=self.prefix)
+        return cached_state_key(self, prefix=self.prefix)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._given is None and not callable(getattr(pl_module, "ode_reference", None)):

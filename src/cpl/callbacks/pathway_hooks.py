@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from ._contract import as_members, log_to_loggers, require_attr, resolve
+from ._contract import as_members, log_to_loggers, require_attr, resolve, cached_state_key
 from .ode_reference import ScheduleEvent
 
 __all__ = ["GatingDeficit", "ModeLesion"]
@@ -151,7 +151,7 @@ class GatingDeficit(_PathwayHook):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(pathway=self.pathway, start=self.start, end=self.end)
+        return cached_state_key(self, pathway=self.pathway, start=self.start, end=self.end)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         module = self._submodule(pl_module)
@@ -220,7 +220,7 @@ class ModeLesion(_PathwayHook):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(pathway=self.pathway, mode=self.mode, start=self.start, end=self.end)
+        return cached_state_key(self, pathway=self.pathway, mode=self.mode, start=self.start, end=self.end)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         module = self._submodule(pl_module)

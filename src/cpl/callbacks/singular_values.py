@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from ._contract import as_members, log_to_loggers, require_attr, resolve
+from ._contract import as_members, log_to_loggers, require_attr, resolve, cached_state_key
 from ..modules.base import member_key
 
 __all__ = ["SingularValueLogger", "effective_rank", "numerical_rank"]
@@ -91,10 +91,11 @@ class SingularValueLogger(Callback):
         self.values: list[torch.Tensor] = []  # each (E, k)
         self.projections: list[torch.Tensor] = []  # each (E, k)
         self._basis: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._special: set[int] = set()
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(prefix=self.prefix, matrix=self.matrix)
+        return cached_state_key(self, prefix=self.prefix, matrix=self.matrix)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         require_attr(pl_module, self.matrix, "SingularValueLogger", "a matrix to analyse")
@@ -192,10 +193,14 @@ class SingularValueLogger(Callback):
         log_to_loggers(trainer, metrics, step)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # steps off the interval that may still need a readout: the last step and members' ends
+        self._special = {trainer.max_steps, *(getattr(pl_module, "member_ends", None) or [])}
         self._log(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._log(trainer, pl_module)
+        step = trainer.global_step
+        if step % self.every_n_steps == 0 or step in self._special:
+            self._log(trainer, pl_module)
 
     def state_dict(self) -> dict[str, Any]:
         h = self.history()

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from ._contract import log_to_loggers, require_attr
+from ._contract import log_to_loggers, require_attr, cached_state_key
 from ..modules.base import member_key
 
 __all__ = ["TaskSwitch"]
@@ -54,7 +54,7 @@ class TaskSwitch(Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(**{"from": self.from_task, "to": self.to_task})
+        return cached_state_key(self, **{"from": self.from_task, "to": self.to_task})
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         names = require_attr(pl_module, "task_names", "TaskSwitch", "named tasks")

@@ -22,6 +22,8 @@ class Experiment:
     figures: Callable[[], dict[str, Any]] = field(default=lambda: {})
     #: figures of member e, for runs whose members are separate cells (batched sweeps)
     member_figures: Optional[Callable[[int], dict[str, Any]]] = None
+    #: text artifacts (e.g. CSV histories) of member e: {artifact path: text}
+    member_texts: Optional[Callable[[int], dict[str, str]]] = None
 
 
 BUILDERS: dict[str, Callable[..., Experiment]] = {}

@@ -114,9 +114,19 @@ def build_matcomp_members(cfgs: Sequence[DictConfig], schedule: MemberSchedule |
             )
         return out
 
+    def member_texts(e: int) -> dict:
+        """The full-resolution singular-value readout of member e as CSV (MLflow may get fewer points)."""
+        h = svs.history()
+        if not h["steps"]:
+            return {}
+        values = h["values"][:, e].numpy()
+        k = values.shape[1]
+        rows = [f"{step}," + ",".join(repr(float(x)) for x in row) for step, row in zip(h["steps"], values) if not np.isnan(row[0])]
+        return {"traces/singular_values.csv": "step," + ",".join(f"sv_{i + 1}" for i in range(k)) + "\n" + "\n".join(rows) + "\n"}
+
     callbacks = [switch, svs] + ([ode_cb] if ode_cb is not None else [])
     steps = max(schedule.ends) if schedule is not None else max(max_steps(c) for c in cfgs)
-    return Experiment(module=module, callbacks=callbacks, max_steps=steps, figures=lambda: member_figures(0), member_figures=member_figures)
+    return Experiment(module=module, callbacks=callbacks, max_steps=steps, figures=lambda: member_figures(0), member_figures=member_figures, member_texts=member_texts)
 
 
 register_builder("matcomp", build_matcomp)

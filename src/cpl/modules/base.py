@@ -84,6 +84,7 @@ class FullBatchModule(L.LightningModule):
         self.member_sources: Optional[list[Optional[int]]] = None
         self.active: slice | torch.Tensor = slice(None)  # members updated at this step
         self._active_key: Optional[tuple[int, ...]] = None
+        self._last_step: float = float("inf")  # trainer.max_steps, read once per fit
         self.progress: dict[str, float] = {}  # shown by cpl's progress bar
         self.progress_keys: tuple[str, ...] = ("train/loss",)
         self.last_metrics: dict[str, float] = {}
@@ -131,7 +132,9 @@ class FullBatchModule(L.LightningModule):
     def members_to_log(self, step: int, every_n_steps: int) -> list[int]:
         """Members whose state after ``step`` updates is logged by a logger with that interval:
         on the interval inside their window, and always at the end of their window."""
-        last = self._trainer is not None and step >= (self.trainer.max_steps or -1) > 0
+        last = step >= self._last_step
+        if step % every_n_steps and not last and (self.member_ends is None or step not in self.member_ends):
+            return []
         if self.member_starts is None:
             return list(range(self.n_members)) if step % every_n_steps == 0 or last else []
         return [e for e in range(self.n_members)
@@ -193,6 +196,9 @@ class FullBatchModule(L.LightningModule):
                     f"Try a lower learning rate (optim.lr={self.lr})."
                 )
         return value
+
+    def on_fit_start(self) -> None:
+        self._last_step = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else float("inf")
 
     def on_train_start(self) -> None:
         self.log_metrics_now(self.members_to_log(self.global_step, self.log_every_n_steps))
