@@ -59,17 +59,25 @@ def parse_args(argv: Sequence[str], usage: str) -> tuple[str, list[str]] | None:
     return confs[0].split("=", 1)[1], [a for a in argv if not a.startswith("conf=")]
 
 
+def _load(argv: Sequence[str], usage: str, loader):
+    """Parse ``conf=NAME key=value ...`` and load it with ``loader``: (object, None), or (None, exit code)
+    after printing help (0) or a config error (2)."""
+    try:
+        parsed = parse_args(argv, usage)
+        if parsed is None:
+            return None, 0
+        return loader(*parsed), None
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None, 2
+
+
 def train_main(argv: Sequence[str]) -> int:
     from .modules.base import DivergenceError
 
-    try:
-        parsed = parse_args(argv, TRAIN_HELP)
-        if parsed is None:
-            return 0
-        cfg = load_config(*parsed)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg, code = _load(argv, TRAIN_HELP, load_config)
+    if code is not None:
+        return code
 
     from .run import train
 
@@ -131,14 +139,9 @@ Open the runs with:  mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
 def sweep_main(argv: Sequence[str]) -> int:
     from .sweep import load_sweep, run_sweep, warn_remote_store
 
-    try:
-        parsed = parse_args(argv, SWEEP_HELP)
-        if parsed is None:
-            return 0
-        sweep = load_sweep(*parsed)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    sweep, code = _load(argv, SWEEP_HELP, load_sweep)
+    if code is not None:
+        return code
     warn_remote_store(sweep)
     print(f"Sweep {sweep.name!r}: {len(sweep.cells)} cells over {', '.join(f'{k} ({len(v)})' for k, v in sweep.grid.items())}, "
           f"executor {sweep.settings.executor}, tracking {sweep.base.tracking.uri}", file=sys.stderr)
