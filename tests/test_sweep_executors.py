@@ -15,18 +15,13 @@ from mlflow.tracking import MlflowClient
 from cpl.config import make_config
 from cpl.sweep import make_sweep, run_sweep
 
-TINY = dict(
-    task=dict(size=20, pretrain_rank=4, final_rank=2, n_obs=150),
-    optim=dict(lr=3.0),
-    switch=dict(at_step=0),
-    train=dict(steps_after_switch=150),
-    log=dict(every_n_steps=50, sv_every_n_steps=50, figures=False),
-)
+from test_sweep import TINY
+
 GRID = {"model.depth": [1, 2], "switch.at_step": [0, 150]}
 
 
 def tiny_base(uri: str, ckpt: str):
-    return make_config(name="tiny", tracking=dict(uri=uri, experiment="sweeps"), trainer=dict(checkpoint_dir=ckpt, checkpoint_every_n_steps=0), **TINY)
+    return make_config(name="tiny", **{**TINY, "tracking": dict(uri=uri, experiment="sweeps"), "trainer": dict(checkpoint_dir=ckpt, checkpoint_every_n_steps=0)})
 
 
 def check_sweep(client: MlflowClient, result, n_cells: int) -> None:
