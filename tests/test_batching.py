@@ -1,6 +1,7 @@
 """Batched members and the shared trunk equal separate runs (issue 6's equivalence tests)."""
 
 import numpy as np
+import torch
 import pytest
 
 from cpl.batching import onset_chain, trunk_owner
@@ -104,3 +105,33 @@ def test_test_error_trace_of_trunk_members(tmp_path):
         steps, values = module.test_error_trace(e, sched)
         assert steps == list(range(t + 20))  # weights before each of the member's steps
         np.testing.assert_allclose(values, [((ref.ws[s][0] - fin) ** 2).mean() for s in steps], rtol=1e-10)
+
+
+@pytest.mark.parametrize("steps_per_call", [5, 10])
+def test_several_steps_per_lightning_step_change_nothing(tmp_path, list_logger, steps_per_call):
+    """Chunked gradient steps give the same weights and the same logged metrics at the same steps."""
+    from conftest import ListLogger
+
+    onsets, after = [0, 13, 33], 25
+    sched = onset_chain(onsets, after)
+
+    def run(k, logger):
+        cfgs = [small_matcomp(tmp_path, switch={"at_step": t}, train={"steps_after_switch": after}, trainer={"dtype": "float64"}) for t in onsets]
+        module = build_module(cfgs)
+        module.set_member_schedule(sched.starts, sched.ends, sched.sources)
+        if k > 1:
+            module.set_steps_per_call(k)
+        rec = RecordW()
+        trainer = fit(module, [TaskSwitch(sched.switch_steps), SingularValueLogger(every_n_steps=5, top_k=3), rec], logger=logger, steps=max(sched.ends))
+        return module, rec, trainer
+
+    ref_logger = ListLogger()
+    m1, r1, _ = run(1, ref_logger)
+    mk, rk, trainer = run(steps_per_call, list_logger)
+    assert trainer.global_step == max(sched.ends)
+    assert trainer.num_training_batches == len(rk.ws) - 1  # one batch per chunk (the progress bar's total)
+    for a, b in zip(m1.model.factors, mk.model.factors):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert len(rk.ws) < len(r1.ws) / 3  # far fewer Lightning steps were taken...
+    for key in ("member0/test/final_error", "member2/sv/1", "member1/task/switched", "member2/train/loss"):
+        assert ref_logger.series(key) == list_logger.series(key), key  # ...but every logged step is the same

@@ -78,9 +78,10 @@ def test_diverging_run_is_failed_with_metrics_kept(tmp_path):
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 1
 
 
-def test_interrupt_is_killed_and_resume_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("steps_per_call", [1, 5])
+def test_interrupt_is_killed_and_resume_matches_uninterrupted(tmp_path, steps_per_call):
     handler = signal.getsignal(signal.SIGINT)
-    cfg = small_matcomp(tmp_path, trainer={"dtype": "float64"})
+    cfg = small_matcomp(tmp_path, trainer={"dtype": "float64", "steps_per_call": steps_per_call})
     full = build(cfg)
     train(cfg, experiment=full)
 
@@ -96,7 +97,7 @@ def test_interrupt_is_killed_and_resume_matches_uninterrupted(tmp_path):
     ckpt = tmp_path / "ckpt" / run_id / "interrupted.ckpt"
     assert ckpt.is_file()
 
-    resumed_cfg = small_matcomp(tmp_path, trainer={"dtype": "float64", "ckpt_path": str(ckpt)})
+    resumed_cfg = small_matcomp(tmp_path, trainer={"dtype": "float64", "ckpt_path": str(ckpt), "steps_per_call": steps_per_call})
     resumed = build(resumed_cfg)
     result = train(resumed_cfg, experiment=resumed)
     assert result.status == "FINISHED"

@@ -111,6 +111,10 @@ class TrainerConfig:
     progress_bar: bool = True
     checkpoint_dir: str = "checkpoints"  #: checkpoints go to <checkpoint_dir>/<run id>/
     checkpoint_every_n_steps: int = 10000  #: 0 = only on interrupt and at the end
+    #: gradient steps per Lightning step (1 = one each). More cuts Lightning's per-step overhead;
+    #: a Lightning step still stops at every logging/readout/checkpoint step and every scheduled
+    #: event, so cpl's callbacks see the same steps. Keep 1 for your own per-step callbacks.
+    steps_per_call: int = 1
     ckpt_path: Optional[str] = None  #: resume from this checkpoint
 
 
@@ -284,6 +288,7 @@ def validate_common(cfg: DictConfig) -> None:
     require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "a number > 0")
     require(cfg.trainer.accelerator in ("cpu", "gpu", "cuda", "mps", "auto"), "trainer.accelerator", cfg.trainer.accelerator, "cpu, gpu, cuda, mps or auto")
     require(cfg.trainer.dtype in ("float32", "float64"), "trainer.dtype", cfg.trainer.dtype, "float32 or float64")
+    require(cfg.trainer.get("steps_per_call", 1) >= 1, "trainer.steps_per_call", cfg.trainer.get("steps_per_call"), "an integer >= 1")
     require(cfg.trainer.checkpoint_every_n_steps >= 0, "trainer.checkpoint_every_n_steps", cfg.trainer.checkpoint_every_n_steps, "an integer >= 0 (0 = only on interrupt and at the end)")
     if cfg.trainer.ckpt_path is not None:
         require(Path(cfg.trainer.ckpt_path).is_file(), "trainer.ckpt_path", cfg.trainer.ckpt_path, "the path of an existing checkpoint file")

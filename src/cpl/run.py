@@ -102,6 +102,8 @@ def _close(client, run_ids: Sequence[str], loggers: Sequence, status: str, messa
 def _fit(cfg: DictConfig, exp: Experiment, loggers: list, callbacks: list[Callback], ckpt_dir: Path, client, run_ids: Sequence[str]) -> L.Trainer:
     """Fit ``exp`` with checkpointing; on an error or Ctrl-C mark ``run_ids`` FAILED or KILLED (metrics kept) and re-raise."""
     every = cfg.trainer.checkpoint_every_n_steps or None
+    if cfg.trainer.steps_per_call > 1:
+        exp.module.set_steps_per_call(cfg.trainer.steps_per_call, [every or 0])
     recorder = _InterruptCheckpoint(ckpt_dir)
     all_callbacks: list[Callback] = [*exp.callbacks, *callbacks, recorder,
                                      ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=every, save_last=True, save_top_k=1)]
