@@ -21,11 +21,7 @@ from .callbacks.singular_values import effective_rank, numerical_rank
 from .config import flatten, validate
 from .experiments import Experiment, build
 
-__all__ = ["train", "train_group", "TrainResult", "RunFailed"]
-
-
-class RunFailed(RuntimeError):
-    """A run ended with an error; its MLflow run is marked FAILED with the metrics logged so far."""
+__all__ = ["train", "train_group", "TrainResult"]
 
 
 @dataclass
@@ -195,7 +191,7 @@ def train(
         run_id = tracking.start_run(client, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name or None, run_tags, parent_run_id)
         tracking.log_params(client, run_id, flatten(cfg))
         client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        loggers.append(tracking.BufferedMLFlowLogger(tracking_uri=uri, run_id=run_id, experiment_name=cfg.tracking.experiment))
+        loggers.append(tracking.MemberRouterLogger(client, [run_id]))
 
     ckpt_dir = _checkpoint_dir(cfg, run_id, exp)
     trainer = _fit(cfg, exp, loggers, list(callbacks), ckpt_dir, client, [run_id] if run_id else [])

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from lightning.pytorch.loggers import Logger, MLFlowLogger
+from lightning.pytorch.loggers import Logger
 from mlflow.entities import Metric, Param, RunTag  # noqa: F401  (Metric is used by cpl.run too)
 from mlflow.tracking import MlflowClient
 
-__all__ = ["DEFAULT_TRACKING_URI", "tracking_uri", "get_client", "get_or_create_experiment", "start_run", "log_params", "git_commit", "BufferedMLFlowLogger", "MemberRouterLogger"]
+__all__ = ["DEFAULT_TRACKING_URI", "tracking_uri", "get_client", "get_or_create_experiment", "start_run", "log_params", "git_commit", "MemberRouterLogger"]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 _BATCH = 1000
@@ -86,50 +86,9 @@ def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
-class BufferedMLFlowLogger(MLFlowLogger):
-    """Lightning's ``MLFlowLogger`` with metrics buffered and written in batches.
-
-    Args:
-        flush_every_s: write buffered metrics when this many seconds have passed since the last write.
-        **kwargs: passed to :class:`lightning.pytorch.loggers.MLFlowLogger` (``run_id``, ``tracking_uri``, ...).
-
-    The buffer is flushed by :meth:`flush`, by :meth:`finalize` (also on failure or interrupt)
-    and when it holds more than ``max_buffer`` metrics.
-    """
-
-    def __init__(self, flush_every_s: float = 10.0, max_buffer: int = 20000, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.flush_every_s, self.max_buffer = flush_every_s, max_buffer
-        self._buffer: list[Metric] = []
-        self._last_flush = time.monotonic()
-        self.write_seconds = 0.0  # time spent writing to the store, for benchmarks
-
-    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
-        ts = int(time.time() * 1000)
-        step = 0 if step is None else int(step)
-        self._buffer.extend(Metric(self._prefix + k if self._prefix else k, float(v), ts, step) for k, v in metrics.items())
-        if len(self._buffer) >= self.max_buffer or time.monotonic() - self._last_flush >= self.flush_every_s:
-            self.flush()
-
-    def log_hyperparams(self, params: Any) -> None:  # params are logged by cpl from the config
-        return None
-
-    def flush(self) -> None:
-        t0 = time.perf_counter()
-        buf, self._buffer = self._buffer, []
-        for i in range(0, len(buf), _BATCH):
-            self.experiment.log_batch(self.run_id, metrics=buf[i:i + _BATCH])
-        self._last_flush = time.monotonic()
-        self.write_seconds += time.perf_counter() - t0
-
-    def finalize(self, status: str = "success") -> None:
-        if self._initialized:
-            self.flush()
-        super().finalize(status)
-
-
 class MemberRouterLogger(Logger):
-    """A Lightning logger that sends each member's metrics to its own MLflow run.
+    """A Lightning logger that sends each member's metrics to its own MLflow run (one run for a
+    plain run).
 
     Keys ``member{e}/...`` go to run e without the prefix (keys without a prefix, from modules
     with one member, go to run 0). With a :class:`~cpl.batching.MemberSchedule`, metrics of a
