@@ -80,6 +80,14 @@ def final_summary(module) -> dict[str, float]:
     return out
 
 
+def _open_run(client, cfg: DictConfig, tags: dict[str, Any], parent_run_id: Optional[str]) -> str:
+    """Create the MLflow run of one config: tags, flattened params and the resolved config as YAML."""
+    run_id = tracking.start_run(client, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name or None, tags, parent_run_id)
+    tracking.log_params(client, run_id, flatten(cfg))
+    client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    return run_id
+
+
 def _checkpoint_dir(cfg: DictConfig, run_id: Optional[str], exp: Experiment) -> Path:
     # a fresh folder per run: Lightning resumes from a `last.ckpt` it finds when OnExceptionCheckpoint is used
     return Path(cfg.trainer.checkpoint_dir) / (run_id or f"untracked-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(exp)}")
@@ -188,9 +196,7 @@ def train(
         run_tags = {"cpl.conf": cfg.name, "cpl.kind": cfg.kind, **(tags or {})}
         if cfg.trainer.ckpt_path:
             run_tags["cpl.resumed_from"] = cfg.trainer.ckpt_path
-        run_id = tracking.start_run(client, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name or None, run_tags, parent_run_id)
-        tracking.log_params(client, run_id, flatten(cfg))
-        client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        run_id = _open_run(client, cfg, run_tags, parent_run_id)
         loggers.append(tracking.MemberRouterLogger(client, [run_id]))
 
     ckpt_dir = _checkpoint_dir(cfg, run_id, exp)
@@ -267,9 +273,7 @@ def train_group(
         for e, cfg in enumerate(ordered):
             run_tags = {"cpl.conf": cfg.name, "cpl.kind": cfg.kind, "cpl.batched_members": n, "cpl.member": e, **(tags or {}),
                         **(member_tags[order[e]] if member_tags else {})}
-            run_id = tracking.start_run(client, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name or None, run_tags, parent_run_id)
-            tracking.log_params(client, run_id, flatten(cfg))
-            client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            run_id = _open_run(client, cfg, run_tags, parent_run_id)
             run_ids.append(run_id)
         for run_id in run_ids:
             tracking.set_tags(client, run_id, {"cpl.batch_run_ids": ",".join(run_ids)[:5000]})
