@@ -47,6 +47,35 @@ def member_metrics(values: Mapping[str, torch.Tensor], members: Sequence[int] | 
     return out
 
 
+class ActiveSGD(torch.optim.Optimizer):
+    """Plain SGD (``p -= lr * p.grad``) that updates only the members the module trains at this step.
+
+    Members outside ``module.active`` have no gradient at this step; skipping them saves the
+    update of their slices (most of a batched sweep's members are dormant or finished at any time).
+    With every member active it is ``torch.optim.SGD`` without momentum or weight decay.
+    """
+
+    def __init__(self, params, lr: float, module: "FullBatchModule"):
+        if lr <= 0:
+            raise ValueError(f"Expected `lr` > 0, got {lr}")
+        super().__init__(params, {"lr": lr})
+        self._module = module
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        sel = self._module.active
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if isinstance(sel, slice):
+                    p[sel].add_(p.grad[sel], alpha=-group["lr"])
+                else:
+                    p.index_add_(0, sel, p.grad[sel], alpha=-group["lr"])
+        return loss
+
+
 class _Steps:
     """Placeholder data: the data live on the module, every batch is the full batch."""
 
@@ -181,7 +210,18 @@ class FullBatchModule(L.LightningModule):
         return _Steps(self.max_steps)
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=self.lr)
+        return ActiveSGD(self.parameters(), lr=self.lr, module=self)
+
+    def backward_step(self) -> torch.Tensor:
+        """Compute the loss and leave its gradient in ``p.grad`` (for the active members); return the loss.
+
+        The default uses autograd; a module with a closed-form gradient may override it.
+        """
+        for p in self.parameters():
+            p.grad = None
+        loss = self.loss()
+        loss.backward()
+        return loss
 
     def before_step(self) -> None:
         """Hook for subclasses, called after the gradient and before the update."""
@@ -197,9 +237,7 @@ class FullBatchModule(L.LightningModule):
         scheduled = self.member_starts is not None
         if scheduled:
             self._select(self.global_step)
-        opt.zero_grad(set_to_none=True)
-        loss = self.loss()
-        loss.backward()
+        loss = self.backward_step()
         self.before_step()
         opt.step()
         if scheduled:  # before any callback sees the new step (loggers, checkpoints)
