@@ -16,7 +16,7 @@ from cpl.hierarchy import hierarchical_task
 from cpl.modules import MultiPathwayModule
 from cpl.pathways import MultiPathwayNet
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
 

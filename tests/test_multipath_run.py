@@ -17,7 +17,7 @@ from cpl.callbacks import ODEReference
 from cpl.config import ConfigError, available_confs, load_config, make_config
 from cpl.experiments import build
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
 

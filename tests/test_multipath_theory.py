@@ -11,7 +11,7 @@ from cpl.pathways import svd_init_gains
 from cpl.phase import INITS, flow_field, phase_portrait_figure, phase_trajectory
 from cpl.theory import multipath as th
 
-torch.set_num_threads(1)  # tiny matrices: extra threads only contend on a shared machine
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_hierarchical_task_structure_and_svd():

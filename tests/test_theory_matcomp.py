@@ -34,13 +34,7 @@ from cpl.theory.factorization import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small matrices: one thread is much faster on a shared machine than two fighting ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("module", [factorization, closed_form])
