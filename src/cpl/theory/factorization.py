@@ -82,6 +82,13 @@ def end_to_end_velocity(w: np.ndarray, grad: np.ndarray, depth: int) -> np.ndarr
     return -(u @ (weights * h) @ v.T)
 
 
+def _piece_arrays(piece: Piece) -> tuple[np.ndarray, np.ndarray, float]:
+    """Target, 0/1 mask (float arrays) and observation count of one piece of the schedule."""
+    _, target, mask = piece
+    mask = np.asarray(mask, float)
+    return np.asarray(target, float), mask, float(mask.sum())
+
+
 def _check_pieces(pieces: Sequence[Piece], t0: float) -> list[Piece]:
     if not pieces:
         raise ValueError("Expected at least one piece (t_start, M, mask), got none")
@@ -151,9 +158,7 @@ def integrate_end_to_end(
     pieces = _check_pieces(pieces, t0)
 
     def rhs_for(piece):
-        _, target, mask = piece
-        target, mask = np.asarray(target, float), np.asarray(mask, float)
-        n_obs = float(mask.sum())
+        target, mask, n_obs = _piece_arrays(piece)
 
         def rhs(t, y):
             w = y.reshape(shape)
@@ -228,9 +233,7 @@ def integrate_svd_flow(
     pieces = _check_pieces(pieces, t0)
 
     def rhs_for(piece):
-        _, target, mask = piece
-        target, mask = np.asarray(target, float), np.asarray(mask, float)
-        n_obs = float(mask.sum())
+        target, mask, n_obs = _piece_arrays(piece)
 
         def rhs(t, y):
             s, u, v = y[:k], y[k : k + n * k].reshape(n, k), y[k + n * k :].reshape(m, k)
