@@ -229,19 +229,21 @@ class FullBatchModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         opt = self.optimizers()
         n = self._chunk_length(self.global_step) if self.steps_per_call > 1 else 1
-        for _ in range(n):
-            value = self._gradient_step(opt)
-        return value
-
-    def _gradient_step(self, opt) -> torch.Tensor:
+        # members start and end only where a call stops (they are chunk events), so the active
+        # set is chosen once per call and sources are copied once, after its last step
         scheduled = self.member_starts is not None
         if scheduled:
             self._select(self.global_step)
+        for _ in range(n):
+            value = self._gradient_step(opt)
+        if scheduled:  # before any callback sees the new step (loggers, checkpoints)
+            self._copy_sources(self.global_step)
+        return value
+
+    def _gradient_step(self, opt) -> torch.Tensor:
         loss = self.backward_step()
         self.before_step()
         opt.step()
-        if scheduled:  # before any callback sees the new step (loggers, checkpoints)
-            self._copy_sources(self.global_step)
         value = loss.detach()
         if value.device.type == "cpu" or self.global_step % self.log_every_n_steps == 0:
             v = value.item()
