@@ -131,3 +131,24 @@ def test_singular_value_logger_keeps_readouts_and_logs_coarser(tmp_path, list_lo
     assert sorted(list_logger.series("sv/1")) == [0, 20, 40, 45]  # loggers: every 20 steps and the last step
     with pytest.raises(ValueError, match=r"Expected `log_every_n_steps` to be a multiple of `every_n_steps`=5, got 12"):
         SingularValueLogger(every_n_steps=5, log_every_n_steps=12)
+
+
+@pytest.mark.parametrize("shape", [(100, 100), (3, 40, 60), (2, 60, 40)])
+def test_singular_values_match_float64_svd(shape):
+    """The float64-Gram singular values against float64 svdvals, on spectra spanning eight decades."""
+    from cpl.callbacks.singular_values import singular_values
+
+    g = torch.Generator().manual_seed(0)
+    n, m = shape[-2:]
+    k = min(n, m)
+    u = torch.linalg.qr(torch.randn(*shape[:-2], n, k, generator=g, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(*shape[:-2], m, k, generator=g, dtype=torch.float64))[0]
+    s = torch.cat([torch.tensor([30.0, 20.0, 10.0, 5.0, 1.0], dtype=torch.float64), torch.logspace(-2, -8, k - 5, dtype=torch.float64)])
+    w = ((u * s) @ v.mT).float()
+    ref = torch.linalg.svdvals(w.double())
+    got = singular_values(w)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    assert torch.all(got[..., :-1] >= got[..., 1:])  # largest first
+    torch.testing.assert_close(got.double(), ref, rtol=1e-6, atol=1e-6)
+    # at least as accurate as float32 svdvals on the leading values
+    assert float((got[..., :10].double() - ref[..., :10]).abs().max()) <= float((torch.linalg.svdvals(w)[..., :10].double() - ref[..., :10]).abs().max()) + 1e-7

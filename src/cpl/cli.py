@@ -165,13 +165,14 @@ def sweep_main(argv: Sequence[str]) -> int:
 
 BENCH_HELP = """\
 usage: python scripts/bench.py [conf=NAME] [repeats=3] [key=value ...]
-       python scripts/bench.py sweep [scale=0.1]
+       python scripts/bench.py sweep [scale=0.1] [repeats=1]
 
 sweep: the paper's onset sweep at depth 3 (9 onsets 0..100000, then 30000 steps; every length
 times `scale`) as one batched run sharing the pre-training trunk, with MLflow logging, against a
 plain PyTorch loop running the 9 runs one after another as the paper's code does (re-initialised,
 test error every step, top-10 singular values every 10 steps). Prints the wall-clock ratio and
-the largest per-cell difference in final test error.
+the largest per-cell difference in final test error. repeats=N alternates the two N times and
+reports the ratio of the medians (use it on a shared machine).
 
 Times, in one process, the Lightning run with MLflow logging (to a temporary SQLite store)
 against a plain PyTorch loop doing the same gradient steps, test errors and singular-value
@@ -228,22 +229,33 @@ def _bench_sweep_main(argv: Sequence[str]) -> int:
 
     from .bench import bench_sweep
 
-    scale = 0.1
+    scale, repeats = 0.1, 1
     for a in argv:
         key, _, value = a.partition("=")
-        if key != "scale" or not value:
-            print(f"error: unknown argument {a!r}; allowed: scale=FLOAT", file=sys.stderr)
+        try:
+            if key == "scale" and value:
+                scale = float(value)
+            elif key == "repeats" and value:
+                repeats = int(value)
+            else:
+                print(f"error: unknown argument {a!r}; allowed: scale=FLOAT repeats=INT", file=sys.stderr)
+                return 2
+        except ValueError:
+            print(f"error: Invalid value for {key!r}: got {value!r}; allowed: a number", file=sys.stderr)
             return 2
-        scale = float(value)
     if not 0 < scale <= 1:
         print(f"error: Invalid value for 'scale': got {scale}; allowed: a number in (0, 1]", file=sys.stderr)
         return 2
+    if repeats < 1:
+        print(f"error: Invalid value for 'repeats': got {repeats}; allowed: an integer >= 1", file=sys.stderr)
+        return 2
     print(f"sweep benchmark: 9 onsets, depth 3, N 100, lengths x{scale}, torch threads {torch.get_num_threads()}")
-    out = bench_sweep(scale)
+    out = bench_sweep(scale, repeats)
     print(f"onsets: {out['onsets']}")
-    print(f"plain loop, 9 runs one after another: {out['plain_seconds']:8.2f} s")
+    median = "median of " + str(repeats) + ", alternating" if repeats > 1 else "one run each"
+    print(f"plain loop, 9 runs one after another: {out['plain_seconds']:8.2f} s  ({median})")
     print(f"cpl, batched with shared trunk+MLflow: {out['framework_seconds']:8.2f} s  (MLflow writes {out['mlflow_write_seconds']:.2f} s)")
-    print(f"speedup: {out['speedup']:.2f}x  (target >= 3x)")
+    print(f"speedup: {out['speedup']:.2f}x  (target >= 3x)" + (f"; each repeat: {', '.join(f'{r:.2f}x' for r in out['speedups'])}" if repeats > 1 else ""))
     print("final test error per cell (plain / cpl):")
     for t, a, b in zip(out["onsets"], out["plain_final"], out["framework_final"]):
         print(f"  onset {t:6d}: {a:.6f} / {b:.6f}")

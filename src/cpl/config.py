@@ -69,6 +69,10 @@ class MatCompModelConfig:
 @dataclass
 class OptimConfig:
     lr: float = 0.2  #: constant learning rate of full-batch gradient descent
+    #: apply the closed-form gradient inside its own matrix products (matrix completion; the same
+    #: steps up to rounding, ~20% faster). false: gradients go to p.grad first, for callbacks that
+    #: read them in on_before_optimizer_step
+    fused: bool = True
 
 
 @dataclass

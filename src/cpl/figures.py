@@ -24,10 +24,13 @@ def singular_value_figure(steps: Sequence[int], values: np.ndarray, switch_step:
     """
     steps = np.asarray(steps)
     values = np.asarray(values)
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    # drawn once per cell of a sweep: a fixed layout, unicode labels and a legend outside the axes
+    # keep it to a few tens of milliseconds (tight_layout, mathtext and loc="best" tripled that)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
+    fig.subplots_adjust(left=0.09, right=0.79, bottom=0.12, top=0.92)
     colors = plt.cm.viridis(np.linspace(0, 0.9, values.shape[1]))
     for i in range(values.shape[1]):
-        ax.plot(steps, values[:, i], color=colors[i], lw=1.4, label=f"$\\sigma_{{{i + 1}}}$" if i < 10 else None)
+        ax.plot(steps, values[:, i], color=colors[i], lw=1.4, label=f"σ{_subscript(i + 1)}" if i < 10 else None)
     if projections is not None:
         projections = np.asarray(projections)
         for i in range(projections.shape[1]):
@@ -37,11 +40,15 @@ def singular_value_figure(steps: Sequence[int], values: np.ndarray, switch_step:
         ax.axvline(switch_step, color="crimson", ls=":", lw=1.5, label=f"switch (step {switch_step})")
     ax.set_xlabel("step")
     ax.set_ylabel(value_label)
-    ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2, loc="best")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     return fig
+
+
+def _subscript(n: int) -> str:
+    """``12 -> '₁₂'``."""
+    return str(n).translate(str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉"))
 
 
 def ode_overlay_figure(steps: Sequence[int], sgd: np.ndarray, ode: np.ndarray, switch_step: int | None = None, title: str = "", reference: str = "ODE", value_label: str = "singular value", log_y: bool = False):

@@ -20,7 +20,7 @@ from . import Experiment, register_builder
 __all__ = ["build_matcomp", "build_matcomp_members", "build_module", "SHARED_KEYS"]
 
 #: keys that members of one module must share (the rest may differ per member)
-SHARED_KEYS = ("task.size", "model.depth", "model.init", "optim.lr", "trainer.dtype", "log.every_n_steps", "log.sv_every_n_steps", "log.sv_top_k", "log.sv_log_every_n_steps", "log.sv_reference", "log.trace_every_n_steps", "ode.kind", "ode.every_n_steps", "ode.rtol")
+SHARED_KEYS = ("task.size", "model.depth", "model.init", "optim.lr", "optim.fused", "trainer.dtype", "log.every_n_steps", "log.sv_every_n_steps", "log.sv_top_k", "log.sv_log_every_n_steps", "log.sv_reference", "log.trace_every_n_steps", "ode.kind", "ode.every_n_steps", "ode.rtol")
 
 
 def _dtype(cfg: DictConfig) -> torch.dtype:
@@ -58,11 +58,13 @@ def build_module(cfgs: Sequence[DictConfig]) -> MatrixCompletionModule:
         init_scale=[c.model.init_scale for c in cfgs], dtype=dtype, bases=bases,
     )
     ode = first.ode
-    return MatrixCompletionModule(
+    module = MatrixCompletionModule(
         model, tasks, lr=first.optim.lr, initial_task="pretrain", final_task="final",
         log_every_n_steps=first.log.every_n_steps, max_steps=max(max_steps(c) for c in cfgs),
         trace_every_n_steps=first.log.trace_every_n_steps, ode_kind=ode.kind, ode_options={"top_k": first.log.sv_top_k, "every_n_steps": ode.every_n_steps, "rtol": ode.rtol},
     )
+    module.fused = first.optim.fused
+    return module
 
 
 def _title(cfg: DictConfig) -> str:

@@ -116,6 +116,7 @@ class FullBatchModule(L.LightningModule):
         self._active_key: Optional[tuple[int, ...]] = None
         self._last_step: float = float("inf")  # trainer.max_steps, read once per fit
         self.steps_per_call = 1  # see set_steps_per_call
+        self.fused = True  # see supports_fused_sgd
         self._chunk_intervals: list[int] = []
         self._chunk_events: Optional[list[int]] = None
         self.progress: dict[str, float] = {}  # shown by cpl's progress bar
@@ -223,8 +224,13 @@ class FullBatchModule(L.LightningModule):
         loss.backward()
         return loss
 
-    def before_step(self) -> None:
-        """Hook for subclasses, called after the gradient and before the update."""
+    #: True in a subclass whose :meth:`sgd_step` applies ``p -= lr * grad`` in the same pass as the
+    #: gradient (no ``p.grad``); used with plain SGD (:class:`ActiveSGD`) when ``fused`` is on.
+    supports_fused_sgd: bool = False
+
+    def sgd_step(self, lr: float) -> torch.Tensor:  # pragma: no cover - abstract
+        """Compute the loss and apply one SGD step to the active members in place; return the loss."""
+        raise NotImplementedError
 
     def training_step(self, batch, batch_idx):
         opt = self.optimizers()
@@ -234,16 +240,39 @@ class FullBatchModule(L.LightningModule):
         scheduled = self.member_starts is not None
         if scheduled:
             self._select(self.global_step)
-        for _ in range(n):
-            value = self._gradient_step(opt)
+        sgd = opt.optimizer
+        fused = self.fused and self.supports_fused_sgd and type(sgd) is ActiveSGD
+        if fused:
+            for p in self.parameters():
+                p.grad = None  # ActiveSGD skips parameters without a gradient
+            lr = sgd.param_groups[0]["lr"]
+            closure = lambda: self.sgd_step(lr)  # noqa: E731
+        # Lightning's optimizer wrapper (hooks, profiler, step counter) costs ~80 us a step: steps
+        # inside a call go straight to the optimizer and advance the step counter themselves; the
+        # call's last step goes through Lightning (``on_before_optimizer_step`` runs once a call)
+        counter = self._step_counter() if n > 1 else None
+        for i in range(n):
+            last = i == n - 1 or counter is None
+            if fused:
+                value = opt.step(closure=closure) if last else self.sgd_step(lr)
+            else:
+                value = self.backward_step()
+                opt.step() if last else sgd.step()
+            if not last:
+                counter.increment_by(1)
+            self._check_finite(value)
         if scheduled:  # before any callback sees the new step (loggers, checkpoints)
             self._copy_sources(self.global_step)
-        return value
+        return value.detach()
 
-    def _gradient_step(self, opt) -> torch.Tensor:
-        loss = self.backward_step()
-        self.before_step()
-        opt.step()
+    def _step_counter(self):
+        """Lightning's count of manual optimizer steps (``global_step``), or None if this Lightning version hides it."""
+        try:
+            return self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        except AttributeError:  # pragma: no cover - depends on Lightning's internals
+            return None
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
         value = loss.detach()
         if value.device.type == "cpu" or self.global_step % self.log_every_n_steps == 0:
             v = value.item()
@@ -252,7 +281,6 @@ class FullBatchModule(L.LightningModule):
                     f"The training loss became {v} at step {self.global_step}: the run diverged. "
                     f"Try a lower learning rate (optim.lr={self.lr})."
                 )
-        return value
 
     # ---- several gradient steps per Lightning step
     def set_steps_per_call(self, steps: int, intervals: Sequence[int] = ()) -> None:

@@ -63,7 +63,8 @@ class MatrixCompletionModule(FullBatchModule):
         if trace_every_n_steps is not None and trace_every_n_steps < 1:
             raise ValueError(f"Expected `trace_every_n_steps` >= 1 or None, got {trace_every_n_steps}")
         self.trace_every_n_steps = trace_every_n_steps
-        self.trace: list[tuple[int, tuple[int, ...], torch.Tensor]] = []  # (step, members, test errors)
+        self._trace_from_residual, self._trace_key = False, object()  # see _record_trace
+        self.trace: list[tuple[int, tuple[int, ...], torch.Tensor]] = []  # (step, members, ||W - final target||_F)
         self.model = model
         self.task_names = list(tasks)
         for name in (initial_task, final_task):
@@ -107,6 +108,7 @@ class MatrixCompletionModule(FullBatchModule):
         self._refresh()
 
     def _refresh(self) -> None:
+        self._trace_key = object()
         members = torch.arange(self.n_members, device=self.task_index.device)
         self._target = self.targets[self.task_index, members]
         self._weight = self.weights[self.task_index, members]
@@ -139,18 +141,38 @@ class MatrixCompletionModule(FullBatchModule):
 
         return make_reference(self.ode_kind, **self.ode_options)
 
-    def _record_trace(self, w: torch.Tensor, sel) -> None:
-        """Test error (final task, all entries) of the weights before this step, from a forward pass already done."""
+    def _record_trace(self, w: torch.Tensor, r: torch.Tensor, sel) -> None:
+        """Record the test error (final task, all entries) of the weights before this step, from the
+        forward pass's ``w`` and residual ``r = w - current target`` (nearly free)."""
         if self.trace_every_n_steps and self.global_step % self.trace_every_n_steps == 0:
             with torch.no_grad():
-                err = (w.detach() - self.targets[self.final_index][sel]).pow(2).mean(dim=(-1, -2))
-            self.trace.append((self.global_step, self._active_key or tuple(range(self.n_members)), err))
+                if self._trace_key is not self._active_key:  # tasks or active members changed
+                    # while every active member trains on the final task, the residual is the test error
+                    self._trace_from_residual = bool((self.task_index[sel] == self.final_index).all())
+                    self._trace_key = self._active_key
+                d = r if self._trace_from_residual else w - self.targets[self.final_index][sel]
+                norm = torch.linalg.vector_norm(d.detach(), dim=(-1, -2))  # error = norm^2 / N^2, squared when read
+            self.trace.append((self.global_step, self._active_key or tuple(range(self.n_members)), norm))
 
     def loss(self) -> torch.Tensor:
         sel = self.active
         w = self.model.product(sel)
-        self._record_trace(w, sel)
-        return 0.5 * ((w - self._target[sel]).pow(2) * self._weight[sel]).sum()
+        r = w - self._target[sel]
+        self._record_trace(w, r, sel)
+        return 0.5 * (r.pow(2) * self._weight[sel]).sum()
+
+    def _residual(self, sel) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Factors of the selected members (views when ``sel`` is a slice), their prefix products
+        ``W_i ... W_1``, the loss gradient ``G = dL/dW`` and the loss."""
+        factors = [f[sel] for f in self.model.factors]
+        prefixes = [factors[0]]
+        for f in factors[1:]:
+            prefixes.append(torch.bmm(f, prefixes[-1]))
+        w = prefixes[-1]
+        r = w - self._target[sel]
+        self._record_trace(w, r, sel)
+        g = r * self._weight[sel]
+        return factors, prefixes, g, 0.5 * torch.dot(g.reshape(-1), r.reshape(-1))
 
     @torch.no_grad()
     def backward_step(self) -> torch.Tensor:
@@ -162,24 +184,41 @@ class MatrixCompletionModule(FullBatchModule):
         Tests compare it with autograd and with a plain autograd loop.
         """
         sel = self.active
-        factors = [f[sel] for f in self.model.factors]
-        prefixes = [factors[0]]
-        for f in factors[1:]:
-            prefixes.append(f @ prefixes[-1])
-        w = prefixes[-1]
-        self._record_trace(w, sel)
-        r = w - self._target[sel]
-        g = r * self._weight[sel]
-        back = g
+        factors, prefixes, back, loss = self._residual(sel)
         for i in range(len(factors) - 1, -1, -1):
-            grad = back @ prefixes[i - 1].mT if i > 0 else back
+            grad = torch.bmm(back, prefixes[i - 1].mT) if i > 0 else back
             p = self.model.factors[i]
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             p.grad[sel] = grad
             if i > 0:
-                back = factors[i].mT @ back
-        return 0.5 * (g * r).sum()
+                back = torch.bmm(factors[i].mT, back)
+        return loss
+
+    supports_fused_sgd = True
+
+    @torch.no_grad()
+    def sgd_step(self, lr: float) -> torch.Tensor:
+        """One SGD step ``W_i -= lr dL/dW_i`` of the active members with the closed-form gradient,
+        each update fused into the product that computes it (``baddbmm``, no gradient tensors).
+
+        Each factor is updated right after the products that still need its old value; the
+        result equals :meth:`backward_step` followed by SGD up to rounding (tested).
+        """
+        sel = self.active
+        in_place = isinstance(sel, slice)  # the factors are views of the parameters
+        factors, prefixes, back, loss = self._residual(sel)
+        for i in range(len(factors) - 1, -1, -1):
+            f = factors[i]
+            if i > 0:
+                nxt = torch.bmm(f.mT, back)
+                f.baddbmm_(back, prefixes[i - 1].mT, alpha=-lr)
+                back = nxt
+            else:
+                f.add_(back, alpha=-lr)
+            if not in_place:
+                self.model.factors[i][sel] = f
+        return loss
 
     def test_error_trace(self, member: int, schedule=None) -> tuple[list[int], list[float]]:
         """``(steps, test errors)`` of a member recorded every ``trace_every_n_steps`` steps (weights
@@ -187,11 +226,12 @@ class MatrixCompletionModule(FullBatchModule):
         from ..batching import trunk_owner
 
         steps, values = [], []
+        n_entries = self.targets.shape[-1] * self.targets.shape[-2]
         for step, members, err in self.trace:
             owner = trunk_owner(schedule, member, step) if schedule is not None else member
             if owner in members and (self.member_ends is None or step < self.member_ends[member]):
                 steps.append(step)
-                values.append(float(err[members.index(owner)]))
+                values.append(float(err[members.index(owner)]) ** 2 / n_entries)
         return steps, values
 
     @torch.no_grad()
