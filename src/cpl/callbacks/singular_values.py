@@ -105,6 +105,7 @@ class SingularValueLogger(Callback):
         self.projections: list[torch.Tensor] = []  # each (E, k)
         self._basis: tuple[torch.Tensor, torch.Tensor] | None = None
         self._special: set[int] = set()
+        self._signature_of, self._signature_has_members = None, False
 
     @property
     def state_key(self) -> str:
@@ -129,10 +130,16 @@ class SingularValueLogger(Callback):
 
         A ``matrix`` method that takes a ``members`` argument computes only those members."""
         fn = getattr(pl_module, self.matrix)
-        if members is not None and callable(fn) and "members" in inspect.signature(fn).parameters:
+        if members is not None and callable(fn) and self._takes_members(fn):
             return as_members(fn(members=members, **self.matrix_kwargs).detach()), int(getattr(pl_module, "n_members"))
         full = as_members(resolve(pl_module, self.matrix, **self.matrix_kwargs).detach())
         return (full if members is None else full[members]), full.shape[0]
+
+    def _takes_members(self, fn) -> bool:
+        key = getattr(fn, "__func__", fn)
+        if self._signature_of is not key:  # inspect.signature costs tens of microseconds: once per method
+            self._signature_of, self._signature_has_members = key, "members" in inspect.signature(fn).parameters
+        return self._signature_has_members
 
     @torch.no_grad()
     def compute(self, pl_module: L.LightningModule, members: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -63,7 +63,7 @@ class MatrixCompletionModule(FullBatchModule):
         if trace_every_n_steps is not None and trace_every_n_steps < 1:
             raise ValueError(f"Expected `trace_every_n_steps` >= 1 or None, got {trace_every_n_steps}")
         self.trace_every_n_steps = trace_every_n_steps
-        self._trace_from_residual, self._trace_key = False, object()  # see _record_trace
+        self._selected_for, self._selection = None, None  # see _selected
         self.trace: list[tuple[int, tuple[int, ...], torch.Tensor]] = []  # (step, members, ||W - final target||_F)
         self.model = model
         self.task_names = list(tasks)
@@ -108,7 +108,7 @@ class MatrixCompletionModule(FullBatchModule):
         self._refresh()
 
     def _refresh(self) -> None:
-        self._trace_key = object()
+        self._selected_for = None  # see _selected
         members = torch.arange(self.n_members, device=self.task_index.device)
         self._target = self.targets[self.task_index, members]
         self._weight = self.weights[self.task_index, members]
@@ -127,7 +127,10 @@ class MatrixCompletionModule(FullBatchModule):
         """The end-to-end matrices ``W`` of shape ``(E, N, N)``, or of the given members (detached)."""
         if members is None:
             return self.model().detach()
-        return self.model.product(torch.tensor(list(members), dtype=torch.long, device=self.task_index.device)).detach()
+        members = list(members)
+        if members and members == list(range(members[0], members[-1] + 1)):  # a slice: no gather
+            return self.model.product(slice(members[0], members[-1] + 1)).detach()
+        return self.model.product(torch.tensor(members, dtype=torch.long, device=self.task_index.device)).detach()
 
     def reference_basis(self, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Top singular vectors ``(U, V)`` of the final task's targets, each ``(E, N, k)``."""
@@ -141,16 +144,27 @@ class MatrixCompletionModule(FullBatchModule):
 
         return make_reference(self.ode_kind, **self.ode_options)
 
+    def _selected(self, sel) -> tuple:
+        """``(factor views or None, targets, weights, final targets, trace from residual)`` of the
+        selected members, cached until the active members or the tasks change (slicing costs
+        microseconds a step). Views of the factors are cached only for a slice."""
+        if self._selected_for is not sel:
+            self._selected_for = sel
+            self._selection = (
+                [f[sel] for f in self.model.factors] if isinstance(sel, slice) else None,
+                self._target[sel], self._weight[sel], self.targets[self.final_index][sel],
+                # while every active member trains on the final task, the residual is the test error
+                bool((self.task_index[sel] == self.final_index).all()),
+            )
+        return self._selection
+
     def _record_trace(self, w: torch.Tensor, r: torch.Tensor, sel) -> None:
         """Record the test error (final task, all entries) of the weights before this step, from the
         forward pass's ``w`` and residual ``r = w - current target`` (nearly free)."""
         if self.trace_every_n_steps and self.global_step % self.trace_every_n_steps == 0:
+            _, _, _, final, from_residual = self._selected(sel)
             with torch.no_grad():
-                if self._trace_key is not self._active_key:  # tasks or active members changed
-                    # while every active member trains on the final task, the residual is the test error
-                    self._trace_from_residual = bool((self.task_index[sel] == self.final_index).all())
-                    self._trace_key = self._active_key
-                d = r if self._trace_from_residual else w - self.targets[self.final_index][sel]
+                d = r if from_residual else w - final
                 norm = torch.linalg.vector_norm(d.detach(), dim=(-1, -2))  # error = norm^2 / N^2, squared when read
             self.trace.append((self.global_step, self._active_key or tuple(range(self.n_members)), norm))
 
@@ -164,14 +178,15 @@ class MatrixCompletionModule(FullBatchModule):
     def _residual(self, sel) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Factors of the selected members (views when ``sel`` is a slice), their prefix products
         ``W_i ... W_1``, the loss gradient ``G = dL/dW`` and the loss."""
-        factors = [f[sel] for f in self.model.factors]
+        views, target, weight, _, _ = self._selected(sel)
+        factors = views if views is not None else [f[sel] for f in self.model.factors]
         prefixes = [factors[0]]
         for f in factors[1:]:
             prefixes.append(torch.bmm(f, prefixes[-1]))
         w = prefixes[-1]
-        r = w - self._target[sel]
+        r = w - target
         self._record_trace(w, r, sel)
-        g = r * self._weight[sel]
+        g = r * weight
         return factors, prefixes, g, 0.5 * torch.dot(g.reshape(-1), r.reshape(-1))
 
     @torch.no_grad()
