@@ -127,3 +127,77 @@ def test_default_store_is_local_sqlite(tmp_path, monkeypatch):
     assert (tmp_path / "mlruns" / "mlflow.db").is_file()
     arts = list((tmp_path / "mlruns" / "artifacts").rglob("config.yaml"))
     assert len(arts) == 1 and result.run_id in str(arts[0])
+
+
+# ---- the metric writer process
+
+def _store(tmp_path):
+    from cpl import tracking
+
+    uri = f"sqlite:///{tmp_path}/writer.db"
+    client = tracking.get_client(uri)
+    run_id = tracking.start_run(client, "writer")
+    return uri, client, run_id
+
+
+def _rows(n, key="m", offset=0):
+    return [(key, float(i) / 7, 1700000000000 + i, offset + i) for i in range(n)]
+
+
+def _history(client, run_id, key="m"):
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def test_writer_process_writes_every_row_in_chunks(tmp_path):
+    from cpl._writer import MetricWriter
+
+    uri, client, run_id = _store(tmp_path)
+    writer = MetricWriter(uri)
+    writer.send([(run_id, _rows(2500))])  # more than MLflow's 1000 rows per call
+    writer.send([(run_id, _rows(10, key="other"))])
+    writer.close()
+    assert not writer.alive and writer.fallbacks == 0
+    assert _history(client, run_id) == [(i, i / 7) for i in range(2500)]
+    assert len(client.get_metric_history(run_id, "other")) == 10
+
+
+def test_writer_process_errors_reach_the_parent(tmp_path):
+    from cpl._writer import MetricWriter
+
+    uri, client, run_id = _store(tmp_path)
+    writer = MetricWriter(uri)
+    writer.send([("0123456789abcdef0123456789abcdef", _rows(3))])  # no such run
+    with pytest.raises(RuntimeError, match="writer process failed to write metrics"):
+        writer.wait()
+    writer.close()
+
+
+def test_writer_process_killed_loses_nothing_and_duplicates_nothing(tmp_path):
+    """A batch the child did not acknowledge is written again by the parent (MLflow keeps one copy)."""
+    from cpl._writer import MetricWriter
+
+    uri, client, run_id = _store(tmp_path)
+    writer = MetricWriter(uri)
+    writer.send([(run_id, _rows(300))])
+    writer._proc.kill()  # it may or may not have written the batch
+    writer.wait()
+    writer.send([(run_id, _rows(200, offset=300))])  # the child is gone: written here
+    writer.close()
+    assert writer.fallbacks >= 1
+    assert _history(client, run_id) == [(i, i / 7) for i in range(300)] + [(300 + i, i / 7) for i in range(200)]
+
+
+def test_router_logger_hands_writes_to_the_process_and_finalize_waits(tmp_path):
+    from cpl.tracking import MemberRouterLogger
+
+    uri, client, run_id = _store(tmp_path)
+    logger = MemberRouterLogger(client, [run_id], flush_every_s=0.0)  # every call flushes in the background
+    for step in range(50):
+        logger.log_metrics({"a": step * 0.5, "b": -step}, step=step)
+    assert logger._writer is not None and logger._writer.alive
+    logger.finalize()
+    assert not logger._writer.alive
+    assert _history(client, run_id, "a") == [(s, s * 0.5) for s in range(50)]
+    logger.log_metrics({"late": 1.0}, step=50)  # after finalize: written directly
+    logger.flush()
+    assert len(client.get_metric_history(run_id, "late")) == 1

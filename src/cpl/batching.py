@@ -88,7 +88,7 @@ def batch_key(cfg) -> str:
     """Cells with equal keys can train as members of one module (same depth, width, lr, ...)."""
     from .experiments.matcomp import SHARED_KEYS
 
-    keys = (*SHARED_KEYS, "kind", "trainer.accelerator", "tracking.uri", "tracking.experiment", "tracking.enabled", "trainer.checkpoint_dir", "trainer.steps_per_call", "log.figures")
+    keys = (*SHARED_KEYS, "kind", "trainer.accelerator", "tracking.uri", "tracking.experiment", "tracking.enabled", "tracking.background_writes", "trainer.checkpoint_dir", "trainer.steps_per_call", "log.figures")
     return _key(cfg, keep=keys)
 
 

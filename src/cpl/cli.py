@@ -219,7 +219,7 @@ def bench_main(argv: Sequence[str]) -> int:
         print(f"{key:20s} {out['seconds'][key]:9.3f} {out['steps_per_s'][key]:9.0f}")
     print(f"ratio Lightning / plain:           {out['ratio_lightning']:.3f}")
     print(f"ratio Lightning+MLflow / plain:    {out['ratio_lightning_mlflow']:.3f}  (target >= 0.7)")
-    print(f"MLflow write time: {out['mlflow_write_seconds']:.3f} s ({100 * out['mlflow_write_share']:.1f}% of the run)")
+    print(f"time waiting on MLflow writes: {out['mlflow_write_seconds']:.3f} s ({100 * out['mlflow_write_share']:.1f}% of the run)")
     print(f"max |W_lightning - W_plain|: {out['max_abs_weight_diff']:.3e}")
     return 0
 
@@ -254,7 +254,7 @@ def _bench_sweep_main(argv: Sequence[str]) -> int:
     print(f"onsets: {out['onsets']}")
     median = "median of " + str(repeats) + ", alternating" if repeats > 1 else "one run each"
     print(f"plain loop, 9 runs one after another: {out['plain_seconds']:8.2f} s  ({median})")
-    print(f"cpl, batched with shared trunk+MLflow: {out['framework_seconds']:8.2f} s  (MLflow writes {out['mlflow_write_seconds']:.2f} s)")
+    print(f"cpl, batched with shared trunk+MLflow: {out['framework_seconds']:8.2f} s  (waiting on MLflow: {out['mlflow_write_seconds']:.2f} s)")
     print(f"speedup: {out['speedup']:.2f}x  (target >= 3x)" + (f"; each repeat: {', '.join(f'{r:.2f}x' for r in out['speedups'])}" if repeats > 1 else ""))
     print("final test error per cell (plain / cpl):")
     for t, a, b in zip(out["onsets"], out["plain_final"], out["framework_final"]):

@@ -95,7 +95,10 @@ def _checkpoint_dir(cfg: DictConfig, run_id: Optional[str], exp: Experiment) -> 
 
 def _close(client, run_ids: Sequence[str], loggers: Sequence, status: str, message: Optional[str] = None) -> None:
     for lg in loggers:
-        lg.flush()
+        try:
+            lg.flush()
+        except Exception as exc:  # noqa: BLE001 - keep the run's own error; still mark the run
+            warnings.warn(f"Could not write the last metrics of the run: {exc}", stacklevel=2)
     if client is not None:
         for run_id in run_ids:
             if message:
@@ -197,7 +200,7 @@ def train(
         if cfg.trainer.ckpt_path:
             run_tags["cpl.resumed_from"] = cfg.trainer.ckpt_path
         run_id = _open_run(client, cfg, run_tags, parent_run_id)
-        loggers.append(tracking.MemberRouterLogger(client, [run_id]))
+        loggers.append(tracking.MemberRouterLogger(client, [run_id], background=cfg.tracking.background_writes))
 
     ckpt_dir = _checkpoint_dir(cfg, run_id, exp)
     trainer = _fit(cfg, exp, loggers, list(callbacks), ckpt_dir, client, [run_id] if run_id else [])
@@ -277,7 +280,7 @@ def train_group(
             run_ids.append(run_id)
         for run_id in run_ids:
             tracking.set_tags(client, run_id, {"cpl.batch_run_ids": ",".join(run_ids)[:5000]})
-        loggers.append(tracking.MemberRouterLogger(client, run_ids, schedule))
+        loggers.append(tracking.MemberRouterLogger(client, run_ids, schedule, background=first.tracking.background_writes))
     ckpt_dir = _checkpoint_dir(first, f"group-{run_ids[0]}" if run_ids else None, exp)
     _fit(first, exp, loggers, list(callbacks), ckpt_dir, client, run_ids)
 

@@ -21,7 +21,6 @@ from mlflow.tracking import MlflowClient
 __all__ = ["DEFAULT_TRACKING_URI", "tracking_uri", "get_client", "get_or_create_experiment", "start_run", "log_params", "git_commit", "MemberRouterLogger"]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
-_BATCH = 1000
 
 
 def tracking_uri(uri: Optional[str] = None) -> str:
@@ -93,23 +92,36 @@ class MemberRouterLogger(Logger):
     Keys ``member{e}/...`` go to run e without the prefix (keys without a prefix, from modules
     with one member, go to run 0). With a :class:`~cpl.batching.MemberSchedule`, metrics of a
     member are also written to the runs of members still dormant on its trunk, so every run has
-    the full history that a separate run would have. Metrics are buffered and written in batches.
+    the full history that a separate run would have. Metrics are buffered and written in batches,
+    every ``flush_every_s`` seconds. Once a run lasts that long, the batches go to a helper process
+    (:class:`cpl._writer.MetricWriter`) that writes them while training goes on; ``flush`` and
+    ``finalize`` wait until the store has everything.
 
     Args:
         client: the MLflow client.
         run_ids: one run per member.
         schedule: the members' schedule, or None.
         flush_every_s: write buffered metrics when this many seconds have passed since the last write.
+        background: write from a helper process once the run is long enough to flush during training.
     """
 
-    def __init__(self, client: MlflowClient, run_ids: Sequence[str], schedule=None, flush_every_s: float = 10.0, max_buffer: int = 20000):
+    def __init__(self, client: MlflowClient, run_ids: Sequence[str], schedule=None, flush_every_s: float = 5.0, max_buffer: int = 20000,
+                 background: bool = True):
         super().__init__()
         self.client, self.run_ids, self.schedule = client, list(run_ids), schedule
         self.flush_every_s, self.max_buffer = flush_every_s, max_buffer
-        self._buffers: list[list[Metric]] = [[] for _ in self.run_ids]
+        self.background = background
+        self._buffers: list[list[tuple]] = [[] for _ in self.run_ids]  # rows (key, value, timestamp, step)
         self._count = 0
         self._last_flush = time.monotonic()
-        self.write_seconds = 0.0
+        self._direct_seconds = 0.0
+        self._writer = None
+        self._finalized = False
+
+    @property
+    def write_seconds(self) -> float:
+        """Time the training process spent on metric writes (writing itself, or waiting for the writer process)."""
+        return self._direct_seconds + (self._writer.wait_seconds if self._writer is not None else 0.0)
 
     @property
     def name(self) -> str:
@@ -140,30 +152,56 @@ class MemberRouterLogger(Logger):
     def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
         ts = int(time.time() * 1000)
         step = 0 if step is None else int(step)
-        by_member: dict[int, list[Metric]] = {}
+        by_member: dict[int, list[tuple]] = {}
         for key, value in metrics.items():
             member, rest = 0, key
             if key.startswith("member"):
                 head, _, tail = key.partition("/")
                 if head[6:].isdigit() and tail:
                     member, rest = int(head[6:]), tail
-            by_member.setdefault(member, []).append(Metric(rest, float(value), ts, step))
+            by_member.setdefault(member, []).append((rest, float(value), ts, step))
         for member, items in by_member.items():
             for target in self._targets(member, step):
                 self._buffers[target].extend(items)
                 self._count += len(items)
         if self._count >= self.max_buffer or time.monotonic() - self._last_flush >= self.flush_every_s:
-            self.flush()
+            self._send(wait=False)
 
     def flush(self) -> None:
-        t0 = time.perf_counter()
-        for run_id, buf in zip(self.run_ids, self._buffers):
-            for i in range(0, len(buf), _BATCH):
-                self.client.log_batch(run_id, metrics=buf[i:i + _BATCH])
+        """Write every buffered metric now and return when the store has them."""
+        self._send(wait=True)
+
+    def _send(self, wait: bool) -> None:
+        batch = [(run_id, list(buf)) for run_id, buf in zip(self.run_ids, self._buffers) if buf]
+        for buf in self._buffers:
             buf.clear()
         self._count = 0
         self._last_flush = time.monotonic()
-        self.write_seconds += time.perf_counter() - t0
+        if self._writer is None and self.background and not wait and not self._finalized:
+            # a run long enough to flush while training: writes go to a helper process from now on
+            from ._writer import MetricWriter
+
+            try:
+                self._writer = MetricWriter(self.client.tracking_uri, self.client)
+            except OSError:  # pragma: no cover - no process could be started: write here
+                self.background = False
+        if self._writer is not None:
+            if batch:
+                self._writer.send(batch)
+            if wait:
+                self._writer.wait()
+        elif batch:
+            from ._writer import write_batch
+
+            t0 = time.perf_counter()
+            write_batch(self.client, batch)
+            self._direct_seconds += time.perf_counter() - t0
 
     def finalize(self, status: str = "success") -> None:
-        self.flush()
+        """Write everything and stop the writer process (later metrics are written directly)."""
+        try:
+            self.flush()
+        finally:
+            self._finalized = True
+            if self._writer is not None:
+                self._writer.close()
