@@ -191,7 +191,7 @@ def test_router_logger_hands_writes_to_the_process_and_finalize_waits(tmp_path):
     from cpl.tracking import MemberRouterLogger
 
     uri, client, run_id = _store(tmp_path)
-    logger = MemberRouterLogger(client, [run_id], flush_every_s=0.0)  # every call flushes in the background
+    logger = MemberRouterLogger(client, [run_id], flush_every_s=0.0, background=True)  # every call flushes in the background
     for step in range(50):
         logger.log_metrics({"a": step * 0.5, "b": -step}, step=step)
     assert logger._writer is not None and logger._writer.alive
@@ -201,3 +201,27 @@ def test_router_logger_hands_writes_to_the_process_and_finalize_waits(tmp_path):
     logger.log_metrics({"late": 1.0}, step=50)  # after finalize: written directly
     logger.flush()
     assert len(client.get_metric_history(run_id, "late")) == 1
+
+
+def test_background_writes_config_reaches_the_logger(tmp_path, monkeypatch):
+    """tracking.background_writes=true: a run that flushes during training writes through the helper process."""
+    from cpl import tracking
+
+    seen = {}
+
+    class Eager(tracking.MemberRouterLogger):  # flushes at every call, as a long run does every few seconds
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.flush_every_s = 0.0
+
+        def finalize(self, status="success"):
+            seen["writer"] = self._writer is not None and self._writer.alive
+            super().finalize(status)
+
+    monkeypatch.setattr(tracking, "MemberRouterLogger", Eager)
+    cfg = small_matcomp(tmp_path, tracking={"background_writes": True})
+    result = train(cfg)
+    assert seen["writer"] is True
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    steps = [m.step for m in client.get_metric_history(result.run_id, "test/final_error")]
+    assert steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] == cfg.switch.at_step + cfg.train.steps_after_switch
