@@ -67,6 +67,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*there is no last checkpoint available.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")  # cpl logs at its own intervals
 
 
 def final_summary(module) -> dict[str, float]:
