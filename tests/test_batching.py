@@ -89,6 +89,13 @@ def test_train_group_records_each_cell_like_a_separate_run(tmp_path):
             for step in want:
                 assert got[step] == pytest.approx(want[step], rel=1e-8, abs=1e-12), (key, step)
         assert {a.path for a in client.list_artifacts(res.run_id, "figures")} == {"figures/singular_values.png"}
+        # the full-resolution readout CSV (the figure's data) holds the trunk's readouts too
+        csvs = []
+        for cl, rid, d in ((client, res.run_id, "g"), (sep_client, sep.run_id, "s")):
+            path = cl.download_artifacts(rid, "traces/singular_values.csv", str(tmp_path / f"{d}{res.run_id}"))
+            csvs.append(np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2))
+        assert csvs[0].shape == csvs[1].shape and csvs[0][0, 0] == 0, c.switch.at_step
+        np.testing.assert_allclose(csvs[0], csvs[1], rtol=1e-8, atol=1e-12)
 
 
 def test_test_error_trace_of_trunk_members(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ..batching import MemberSchedule
+from ..batching import MemberSchedule, trunk_owner
 from ..callbacks import ODEReference, SingularValueLogger, TaskSwitch
 from ..config import max_steps
 from ..figures import ode_overlay_figure, singular_value_figure
@@ -95,17 +95,27 @@ def build_matcomp_members(cfgs: Sequence[DictConfig], schedule: MemberSchedule |
             raise ValueError("ode.enabled runs cannot be batched: the analytic references are per run")
         ode_cb = ODEReference(every_n_steps=first.ode.every_n_steps)
 
-    def member_figures(e: int) -> dict:
+    def member_history(e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(steps, values (T, k), projections or None)`` of member e's readouts, with its trunk's
+        readouts before its own start: the history a separate run of the cell would have."""
         h = svs.history()
-        if not h["steps"]:
+        steps = np.asarray(h["steps"], dtype=np.int64)
+        owners = [e if schedule is None else trunk_owner(schedule, e, int(t)) for t in steps]
+        rows = np.arange(len(steps))
+        values = h["values"].numpy()[rows, owners]
+        proj = None if h["projections"] is None else h["projections"].numpy()[rows, owners]
+        keep = ~np.isnan(values[:, 0])  # steps at which this member (or its trunk) was read
+        if schedule is not None:
+            keep &= steps <= schedule.ends[e]
+        return steps[keep], values[keep], None if proj is None else proj[keep]
+
+    def member_figures(e: int) -> dict:
+        if not svs.steps:
             return {}
         cfg = cfgs[e]
-        values = h["values"][:, e].numpy()
-        keep = ~np.isnan(values[:, 0])  # steps at which this member was logged
-        steps = np.asarray(h["steps"])[keep]
+        steps, values, proj = member_history(e)
         switch_step = switch.switched_at[e] if switch.switched_at[e] is not None else cfg.switch.at_step
-        fig = singular_value_figure(steps, values[keep], switch_step=switch_step,
-                                    projections=None if h["projections"] is None else h["projections"][:, e].numpy()[keep], title=_title(cfg))
+        fig = singular_value_figure(steps, values, switch_step=switch_step, projections=proj, title=_title(cfg))
         out = {"figures/singular_values.png": fig}
         if ode_cb is not None and len(ode_cb.steps):
             oh = ode_cb.history()
@@ -118,12 +128,11 @@ def build_matcomp_members(cfgs: Sequence[DictConfig], schedule: MemberSchedule |
 
     def member_texts(e: int) -> dict:
         """The full-resolution singular-value readout of member e as CSV (MLflow may get fewer points)."""
-        h = svs.history()
-        if not h["steps"]:
+        if not svs.steps:
             return {}
-        values = h["values"][:, e].numpy()
+        steps, values, _ = member_history(e)
         k = values.shape[1]
-        rows = [f"{step}," + ",".join(repr(float(x)) for x in row) for step, row in zip(h["steps"], values) if not np.isnan(row[0])]
+        rows = [f"{step}," + ",".join(repr(float(x)) for x in row) for step, row in zip(steps.tolist(), values)]
         return {"traces/singular_values.csv": "step," + ",".join(f"sv_{i + 1}" for i in range(k)) + "\n" + "\n".join(rows) + "\n"}
 
     callbacks = [switch, svs] + ([ode_cb] if ode_cb is not None else [])
