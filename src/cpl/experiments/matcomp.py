@@ -95,15 +95,20 @@ def build_matcomp_members(cfgs: Sequence[DictConfig], schedule: MemberSchedule |
             raise ValueError("ode.enabled runs cannot be batched: the analytic references are per run")
         ode_cb = ODEReference(every_n_steps=first.ode.every_n_steps)
 
+    stacked: dict = {}  # the readouts as arrays, built once for all members' figures and CSVs
+
     def member_history(e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """``(steps, values (T, k), projections or None)`` of member e's readouts, with its trunk's
         readouts before its own start: the history a separate run of the cell would have."""
-        h = svs.history()
-        steps = np.asarray(h["steps"], dtype=np.int64)
+        if stacked.get("count") != len(svs.steps):
+            h = svs.history()
+            stacked.update(count=len(svs.steps), steps=np.asarray(h["steps"], dtype=np.int64), values=h["values"].numpy(),
+                           proj=None if h["projections"] is None else h["projections"].numpy())
+        steps = stacked["steps"]
         owners = [e if schedule is None else trunk_owner(schedule, e, int(t)) for t in steps]
         rows = np.arange(len(steps))
-        values = h["values"].numpy()[rows, owners]
-        proj = None if h["projections"] is None else h["projections"].numpy()[rows, owners]
+        values = stacked["values"][rows, owners]
+        proj = None if stacked["proj"] is None else stacked["proj"][rows, owners]
         keep = ~np.isnan(values[:, 0])  # steps at which this member (or its trunk) was read
         if schedule is not None:
             keep &= steps <= schedule.ends[e]

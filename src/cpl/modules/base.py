@@ -182,14 +182,21 @@ class FullBatchModule(L.LightningModule):
                     for p in self.parameters():
                         p[e].copy_(p[src])
 
+    def member_index(self, members: Sequence[int] | None) -> slice | torch.Tensor:
+        """Index of the given members along the member dimension: a slice when they are all
+        (None) or contiguous (views, no gather), else an index tensor on the module's device."""
+        if members is None:
+            return slice(None)
+        members = list(members)
+        if members and members == list(range(members[0], members[-1] + 1)):
+            return slice(members[0], members[-1] + 1)
+        return torch.tensor(members, dtype=torch.long, device=self.device)
+
     def _select(self, step: int) -> None:
         members = tuple(self.active_members(step))
         if members != self._active_key:
             self._active_key = members
-            if members and list(members) == list(range(members[0], members[-1] + 1)):
-                self.active = slice(members[0], members[-1] + 1)
-            else:
-                self.active = torch.tensor(members, dtype=torch.long, device=self.device)
+            self.active = self.member_index(members)
 
     # ---- to implement
     def loss(self) -> torch.Tensor:  # pragma: no cover - abstract

@@ -125,12 +125,7 @@ class MatrixCompletionModule(FullBatchModule):
     # ---- maths
     def end_to_end(self, members: Sequence[int] | None = None) -> torch.Tensor:
         """The end-to-end matrices ``W`` of shape ``(E, N, N)``, or of the given members (detached)."""
-        if members is None:
-            return self.model().detach()
-        members = list(members)
-        if members and members == list(range(members[0], members[-1] + 1)):  # a slice: no gather
-            return self.model.product(slice(members[0], members[-1] + 1)).detach()
-        return self.model.product(torch.tensor(members, dtype=torch.long, device=self.task_index.device)).detach()
+        return self.model.product(self.member_index(members)).detach()
 
     def reference_basis(self, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Top singular vectors ``(U, V)`` of the final task's targets, each ``(E, N, k)``."""
@@ -150,12 +145,13 @@ class MatrixCompletionModule(FullBatchModule):
         microseconds a step). Views of the factors are cached only for a slice."""
         if self._selected_for is not sel:
             self._selected_for = sel
-            self._selection = (
-                [f[sel] for f in self.model.factors] if isinstance(sel, slice) else None,
-                self._target[sel], self._weight[sel], self.targets[self.final_index][sel],
-                # while every active member trains on the final task, the residual is the test error
-                bool((self.task_index[sel] == self.final_index).all()),
-            )
+            with torch.no_grad():  # the same cached views whichever path (autograd or closed form) asks first
+                self._selection = (
+                    [f[sel] for f in self.model.factors] if isinstance(sel, slice) else None,
+                    self._target[sel], self._weight[sel], self.targets[self.final_index][sel],
+                    # while every active member trains on the final task, the residual is the test error
+                    bool((self.task_index[sel] == self.final_index).all()),
+                )
         return self._selection
 
     def _record_trace(self, w: torch.Tensor, r: torch.Tensor, sel) -> None:
@@ -170,10 +166,11 @@ class MatrixCompletionModule(FullBatchModule):
 
     def loss(self) -> torch.Tensor:
         sel = self.active
+        _, target, weight, _, _ = self._selected(sel)
         w = self.model.product(sel)
-        r = w - self._target[sel]
+        r = w - target
         self._record_trace(w, r, sel)
-        return 0.5 * (r.pow(2) * self._weight[sel]).sum()
+        return 0.5 * (r.pow(2) * weight).sum()
 
     def _residual(self, sel) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Factors of the selected members (views when ``sel`` is a slice), their prefix products
@@ -251,7 +248,7 @@ class MatrixCompletionModule(FullBatchModule):
 
     @torch.no_grad()
     def compute_metrics(self, members: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
-        sel = slice(None) if members is None else torch.tensor(list(members), dtype=torch.long, device=self.task_index.device)
+        sel = self.member_index(members)
         w = self.model.product(sel)
         members_t = torch.arange(self.n_members, device=w.device)[sel]
         task_index = self.task_index[sel]
