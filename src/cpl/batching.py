@@ -79,6 +79,14 @@ def _key(cfg, drop: Sequence[str] = (), keep: Sequence[str] | None = None) -> st
     return json.dumps({k: v for k, v in sorted(flat.items()) if k not in drop}, default=str)
 
 
+def _chains(cfgs: Sequence, indices) -> list[list[int]]:
+    """The given cells (indices into ``cfgs``) grouped by everything but their onset, in first-seen order."""
+    chains: dict[str, list[int]] = {}
+    for i in indices:
+        chains.setdefault(_key(cfgs[i], drop=CHAIN_FREE_KEYS), []).append(i)
+    return list(chains.values())
+
+
 def batchable(cfg) -> bool:
     """Whether a cell can be a member of a batched run (matrix completion without an ODE reference or resume)."""
     return cfg.kind == "matcomp" and not cfg.ode.enabled and cfg.trainer.ckpt_path is None
@@ -107,11 +115,8 @@ def plan_groups(cfgs: Sequence, max_members: int = 64) -> list[list[int]]:
             singles.append([i])
     out: list[list[int]] = []
     for members in groups.values():
-        chains: dict[str, list[int]] = {}
-        for i in members:
-            chains.setdefault(_key(cfgs[i], drop=CHAIN_FREE_KEYS), []).append(i)
         current: list[int] = []
-        for chain in chains.values():
+        for chain in _chains(cfgs, members):
             if current and len(current) + len(chain) > max_members:
                 out.append(current)
                 current = []
@@ -129,15 +134,12 @@ def plan_members(cfgs: Sequence) -> tuple[list[int], MemberSchedule]:
     """
     from .config import max_steps
 
-    chains: dict[str, list[int]] = {}
-    for i, cfg in enumerate(cfgs):
-        chains.setdefault(_key(cfg, drop=CHAIN_FREE_KEYS), []).append(i)
     order: list[int] = []
     starts: list[int] = []
     ends: list[int] = []
     sources: list[int | None] = []
     switches: list[int] = []
-    for chain in chains.values():
+    for chain in _chains(cfgs, range(len(cfgs))):
         pending = sorted(chain, key=lambda i: cfgs[i].switch.at_step)
         while pending:  # equal onsets cannot share: they go to further chains
             link, rest, last = [], [], None

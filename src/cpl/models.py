@@ -84,12 +84,10 @@ class DeepMatrixFactorization(nn.Module):
             return DeepMatrixFactorization.aligned_member(size, depth, gen, init_scale, basis)
         out = []
         for _ in range(depth):
-            z = torch.randn(size, size, generator=gen, dtype=torch.float64)
             if init == "gaussian":
-                out.append(z * (gain / size**0.5))
+                out.append(torch.randn(size, size, generator=gen, dtype=torch.float64) * (gain / size**0.5))
             else:
-                q, r = torch.linalg.qr(z)
-                out.append(gain * q * torch.sign(torch.diagonal(r)))
+                out.append(gain * random_orthogonal(size, gen))
         return out
 
     @staticmethod

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .models import product
-from .tasks import stream_generator
+from .tasks import random_orthogonal, stream_generator
 
 __all__ = ["LinearPathway", "MultiPathwayNet", "svd_init_gains"]
 
@@ -29,11 +29,6 @@ def svd_init_gains(n_modes: int, depth: int, seed: int, eps: float = 0.01, noise
     z = torch.randn(n_modes, generator=stream_generator(seed, "multipath_init_noise"), dtype=torch.float64)
     d = (eps * (1 + noise * z)).clamp_min(1e-12) ** (1.0 / depth)
     return torch.sort(d, descending=True).values
-
-
-def _orthogonal(n: int, gen: torch.Generator) -> torch.Tensor:
-    q, r = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
-    return q * torch.sign(torch.diagonal(r))
 
 
 class LinearPathway(nn.Module):
@@ -129,7 +124,7 @@ class MultiPathwayNet(nn.Module):
             for name in names:
                 gen = stream_generator(seed, f"multipath_init_{name}")
                 if init == "svd":
-                    r = _orthogonal(width, gen)[:, : u.shape[1]]
+                    r = random_orthogonal(width, gen)[:, : u.shape[1]]
                     for i in range(depth):
                         left = u if i == depth - 1 else r
                         right = v if i == 0 else r

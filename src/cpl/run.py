@@ -224,10 +224,10 @@ def train(
 
 
 def _member_view(metrics: dict[str, float], member: int, n_members: int) -> dict[str, float]:
-    """The metrics of one member, without the ``member{e}/`` prefix."""
-    if n_members == 1:
-        return dict(metrics)
-    prefix = f"member{member}/"
+    """The metrics of one member, without the ``member{e}/`` prefix (see :func:`~cpl.modules.base.member_key`)."""
+    from .modules.base import member_key
+
+    prefix = member_key("", member, n_members)
     return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
 
 

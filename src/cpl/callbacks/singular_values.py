@@ -161,20 +161,20 @@ class SingularValueLogger(Callback):
             proj = torch.einsum("eik,eij,ejk->ek", u[..., :k], w, v[..., :k])
         return s, proj
 
-    def _members(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[int] | None:
-        """Members to log now; None = all (modules without a member schedule)."""
+    def _members(self, trainer: L.Trainer, pl_module: L.LightningModule, every_n_steps: int) -> list[int] | None:
+        """Members due now at this interval; None = all (modules without a member schedule)."""
         step = trainer.global_step
         fn = getattr(pl_module, "members_to_log", None)
         if callable(fn):
-            return list(fn(step, self.every_n_steps))
+            return list(fn(step, every_n_steps))
         last = step >= (trainer.max_steps or -1) > 0
-        return None if step % self.every_n_steps == 0 or last else []
+        return None if step % every_n_steps == 0 or last else []
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step
         if self.steps and self.steps[-1] == step:
             return
-        members = self._members(trainer, pl_module)
+        members = self._members(trainer, pl_module, self.every_n_steps)
         if members is not None and not members:
             return
         with torch.no_grad():
@@ -187,11 +187,8 @@ class SingularValueLogger(Callback):
         metrics: dict[str, float] = {}
         send = set(idx)
         if self.log_every_n_steps != self.every_n_steps:  # readouts are kept; loggers get every log_every_n_steps
-            fn = getattr(pl_module, "members_to_log", None)
-            if callable(fn):
-                send = set(fn(step, self.log_every_n_steps))
-            elif not (step % self.log_every_n_steps == 0 or step >= (trainer.max_steps or -1) > 0):
-                send = set()
+            due = self._members(trainer, pl_module, self.log_every_n_steps)
+            send = set(idx if due is None else due)
         for j, e in enumerate(idx):
             if e not in send:
                 continue

@@ -84,10 +84,6 @@ class MultiPathwayModule(FullBatchModule):
         return self.model.pathway_names
 
     @property
-    def n_members(self) -> int:
-        return self.model.n_members
-
-    @property
     def depth(self) -> int:
         return self.model.depth
 
@@ -193,7 +189,7 @@ class MultiPathwayReference:
         self.start_step = start_step
         self.gates, self.lesions = self.interventions(schedule, self.names)
         k = pl_module.mode_strengths(raw=True).double().cpu().numpy()  # (P, E, k)
-        p0 = np.sign(k) * np.abs(k) ** (1.0 / self.depth)
+        p0 = theory.p_q_from_strength(k, self.depth)[0]  # balanced factors: p = sign(K) |K|^(1/D)
         s = pl_module.singular_values.double().cpu().numpy()
         self.shape = k.shape
         self._why = self._check(pl_module)
