@@ -91,13 +91,16 @@ def phase_portrait_figure(init: PhaseInit, depths: Sequence[int] = (2, 5, 8, 13)
     deficits = DEFICITS if deficits is None else deficits
     fig, axes = plt.subplots(len(deficits), len(depths), figsize=(3.2 * len(depths), 3.2 * len(deficits)), dpi=110, squeeze=False)
     shares: dict[tuple[str, int], float] = {}
+    # the flow field and the no-deficit trajectory depend on the depth only: once per column
+    fields = {depth: flow_field(depth, s, init.c) for depth in depths}
+    bases = {depth: phase_trajectory(depth, s, init, dt, n_epochs) for depth in depths}
     for r, (dlabel, window) in enumerate(deficits.items()):
         for col, depth in enumerate(depths):
             ax = axes[r, col]
-            ka, kb, va, vb = flow_field(depth, s, init.c)
+            ka, kb, va, vb = fields[depth]
             speed = np.hypot(va, vb)
             ax.streamplot(ka, kb, va, vb, color=np.log1p(speed), cmap="Greys", density=0.7, linewidth=0.6, arrowsize=0.6)
-            base = phase_trajectory(depth, s, init, dt, n_epochs)
+            base = bases[depth]
             traj = phase_trajectory(depth, s, init, dt, n_epochs, window)
             ax.plot(base[:, 0], base[:, 1], color="tab:blue", ls="--", lw=1.2, label="no deficit")
             ax.plot(traj[:, 0], traj[:, 1], color="crimson", lw=1.6, label=f"b gated, epochs {window[0]}-{window[1]}")

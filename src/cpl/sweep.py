@@ -118,10 +118,6 @@ class Cell:
     config: DictConfig
     config_hash: str
 
-    @property
-    def label(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.values.items())
-
 
 @dataclass
 class CellResult:

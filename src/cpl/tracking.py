@@ -142,12 +142,17 @@ class MemberRouterLogger(Logger):
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         return None
 
-    def _targets(self, member: int, step: int) -> list[int]:
-        if self.schedule is None:
-            return [member]
-        from .batching import trunk_owner
+    def _dormant_by_owner(self, step: int) -> dict[int, list[int]]:
+        """Runs of members still dormant at ``step``, keyed by the member whose trunk they are on."""
+        out: dict[int, list[int]] = {}
+        if self.schedule is not None:
+            from .batching import trunk_owner
 
-        return [member] + [d for d in range(len(self.run_ids)) if d != member and step < self.schedule.starts[d] and trunk_owner(self.schedule, d, step) == member]
+            for d, start in enumerate(self.schedule.starts):
+                owner = trunk_owner(self.schedule, d, step) if step < start else d
+                if owner != d:
+                    out.setdefault(owner, []).append(d)
+        return out
 
     def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
         ts = int(time.time() * 1000)
@@ -160,8 +165,9 @@ class MemberRouterLogger(Logger):
                 if head[6:].isdigit() and tail:
                     member, rest = int(head[6:]), tail
             by_member.setdefault(member, []).append((rest, float(value), ts, step))
+        dormant = self._dormant_by_owner(step)
         for member, items in by_member.items():
-            for target in self._targets(member, step):
+            for target in [member, *dormant.get(member, ())]:
                 self._buffers[target].extend(items)
                 self._count += len(items)
         if self._count >= self.max_buffer or time.monotonic() - self._last_flush >= self.flush_every_s:

@@ -208,7 +208,7 @@ class FullBatchModule(L.LightningModule):
 
     # ---- Lightning hooks
     def train_dataloader(self):
-        if self.steps_per_call > 1 and getattr(self, "_chunk_events", None) is not None and self._trainer is not None:
+        if self.steps_per_call > 1 and self._chunk_events is not None and self._trainer is not None:
             # one batch per chunk, so that a progress bar's total is right
             step, end, chunks = self.global_step, int(self.trainer.max_steps), 0
             while step < end:
@@ -320,7 +320,7 @@ class FullBatchModule(L.LightningModule):
                 intervals.append(every)
         for i in intervals:
             g = gcd(g, i)
-        events = {int(self.trainer.max_steps)} if self.trainer.max_steps and self.trainer.max_steps > 0 else set()
+        events = {int(self._last_step)} if self._last_step != float("inf") else set()  # set by on_fit_start
         for ev in collect_schedule(self.trainer):
             events.add(int(ev.start))
             if ev.end is not None:
