@@ -132,6 +132,19 @@ class MatCompReference:
                     out.append(f"only {n_obs} of the {self.masks[task, e].size} entries are observed (the closed form assumes all)")
         return sorted(set(out))
 
+    def closed_form_conditions(self, what: str) -> None:
+        """The conditions the depth-2 closed forms share: depth 2 (else an error naming ``what``)
+        and every entry observed (else a noted problem)."""
+        if self.depth != 2:
+            raise ValueError(f"Expected a depth-2 factorisation for {what}, got depth {self.depth}")
+        self.problems += self.observed_fraction()
+
+    def check_balanced(self, note: str = "") -> None:
+        """Note a problem when the factors are not balanced (``W_(j+1)^T W_(j+1) = W_j W_j^T``)."""
+        gap = max(balance_gap([f[e] for f in self.factors]) for e in range(self.w0.shape[0]))
+        if gap > BALANCE_TOL:
+            self.problems.append(f"the factors are not balanced (relative imbalance {gap:.2g} > {BALANCE_TOL:g}){note}")
+
 
 class FactorizationReference(MatCompReference):
     """Gradient flow of the balanced deep factorisation, ``dW/dt = -sum_j (WW^T)^((j-1)/D) G (W^TW)^((D-j)/D)``.
@@ -154,12 +167,7 @@ class FactorizationReference(MatCompReference):
         self.rtol, self.atol = rtol, atol if atol is not None else rtol * 1e-2
 
     def setup(self) -> None:
-        gaps = [balance_gap([f[e] for f in self.factors]) for e in range(self.w0.shape[0])]
-        if max(gaps) > BALANCE_TOL:
-            self.problems.append(
-                f"the factors are not balanced (relative imbalance {max(gaps):.2g} > {BALANCE_TOL:g}); "
-                "the end-to-end ODE assumes W_(j+1)^T W_(j+1) = W_j W_j^T"
-            )
+        self.check_balanced("; the end-to-end ODE assumes W_(j+1)^T W_(j+1) = W_j W_j^T")
         self._state = [(self.start_step, self.w0[e]) for e in range(self.w0.shape[0])]
 
     def solve(self, steps: Sequence[int]) -> list[np.ndarray]:
@@ -191,9 +199,7 @@ class SaxeReference(MatCompReference):
     name = "Saxe's closed form"
 
     def setup(self) -> None:
-        if self.depth != 2:
-            raise ValueError(f"Expected a depth-2 factorisation for Saxe's closed form, got depth {self.depth}")
-        self.problems += self.observed_fraction()
+        self.closed_form_conditions("Saxe's closed form")
         self.modes = []
         worst = 0.0
         for e, pieces in enumerate(self.pieces):
@@ -204,9 +210,7 @@ class SaxeReference(MatCompReference):
             self.modes.append((np.abs(a0), [(self.lr * s, np.abs(by_task[task])) for s, task in pieces]))
         if worst > ALIGN_TOL:
             self.problems.append(f"the init and the targets do not share singular vectors (off-diagonal residual {worst:.2g} > {ALIGN_TOL:g})")
-        gap = max(balance_gap([f[e] for f in self.factors]) for e in range(self.w0.shape[0]))
-        if gap > BALANCE_TOL:
-            self.problems.append(f"the factors are not balanced (relative imbalance {gap:.2g} > {BALANCE_TOL:g})")
+        self.check_balanced()
 
     def solve(self, steps: Sequence[int]) -> list[np.ndarray]:
         t = self.lr * np.asarray(steps, float)
@@ -231,9 +235,7 @@ class BraunReference(MatCompReference):
     name = "exact depth-2 dynamics (Braun et al.)"
 
     def setup(self) -> None:
-        if self.depth != 2:
-            raise ValueError(f"Expected a depth-2 factorisation for the exact dynamics, got depth {self.depth}")
-        self.problems += self.observed_fraction()
+        self.closed_form_conditions("the exact dynamics")
         self.lams, worst = [], 0.0
         for e in range(self.w0.shape[0]):
             lam, res = lambda_balance(self.factors[0][e], self.factors[1][e])
