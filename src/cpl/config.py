@@ -222,6 +222,15 @@ def _translate(exc: OmegaConfBaseException, schema: type, source: str) -> Config
     return ConfigError(f"Invalid config (from {source}): {exc}")
 
 
+def read_conf(name: str, directory: Path | None = None) -> tuple[DictConfig, Path]:
+    """The raw YAML of ``conf/<name>.yaml`` and its path (a ConfigError listing the confs if there is none)."""
+    directory = Path(directory or conf_dir())
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"conf={name!r} not found in {directory}; available confs: {', '.join(available_confs(directory)) or '(none)'}")
+    return OmegaConf.load(path), path
+
+
 def load_config(name: str, overrides: list[str] | tuple[str, ...] = (), directory: Path | None = None) -> DictConfig:
     """Load ``conf/<name>.yaml``, apply dotlist ``overrides`` and validate.
 
@@ -229,11 +238,7 @@ def load_config(name: str, overrides: list[str] | tuple[str, ...] = (), director
         ConfigError: unknown conf name (the message lists the available ones), unknown key,
             wrong type or impossible value.
     """
-    directory = Path(directory or conf_dir())
-    path = directory / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"conf={name!r} not found in {directory}; available confs: {', '.join(available_confs(directory)) or '(none)'}")
-    raw = OmegaConf.load(path)
+    raw, path = read_conf(name, directory)
     # a sweep conf is a normal conf plus a `sweep:` section, which cpl.sweep.load_sweep reads;
     # loaded here (scripts/train.py), it gives its base config
     raw.pop("sweep", None)

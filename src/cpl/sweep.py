@@ -51,7 +51,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from . import tracking
-from .config import ConfigError, _translate, available_confs, compose, conf_dir, flatten, parse_overrides, require
+from .config import ConfigError, _translate, compose, flatten, parse_overrides, read_conf, require
 
 __all__ = [
     "SweepConfig",
@@ -303,11 +303,7 @@ def load_sweep(name: str, overrides: Sequence[str] = (), directory: Path | None 
         ConfigError: unknown conf, misspelt key (in the sweep section, the base or the grid),
             wrong type, impossible value in any cell.
     """
-    directory = Path(directory or conf_dir())
-    path = directory / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"conf={name!r} not found in {directory}; available confs: {', '.join(available_confs(directory)) or '(none)'}")
-    raw = OmegaConf.load(path)
+    raw, path = read_conf(name, directory)
     over = parse_overrides(overrides)
     raw_sweep, over_sweep = (_pop(node, "sweep") for node in (raw, over))
     settings = _settings(raw_sweep, over_sweep, str(path), name)
@@ -599,24 +595,27 @@ def critical_period_table(sweep: Sweep, results: dict[int, CellResult]) -> list[
     s = sweep.settings
     onset = s.onset_key
     ref_onset = min(sweep.grid[onset]) if onset else None
-    by_key: dict[tuple, float] = {}
+    values: dict[int, float] = {}  # cell index -> metric
+    by_key: dict[tuple, float] = {}  # grid values -> metric
     for cell in sweep.cells:
         r = results.get(cell.index)
-        value = _num(r.metrics.get(s.metric)) if r is not None and r.status == "FINISHED" else math.nan
-        by_key[tuple(sorted((k, json.dumps(v, default=str)) for k, v in cell.values.items()))] = value
+        values[cell.index] = _num(r.metrics.get(s.metric)) if r is not None and r.status == "FINISHED" else math.nan
+        by_key[_values_key(cell.values)] = values[cell.index]
     rows = []
     for cell in sweep.cells:
         r = results.get(cell.index) or CellResult(cell.index, cell.config_hash, "NOT_RUN")
-        key = tuple(sorted((k, json.dumps(v, default=str)) for k, v in cell.values.items()))
-        value = by_key[key]
+        value = values[cell.index]
         row: dict[str, Any] = {"cell": cell.index, **cell.values, "status": r.status, "resumed": r.resumed, s.metric: value}
         if onset:
-            ref = dict(cell.values, **{onset: ref_onset})
-            ref_value = by_key[tuple(sorted((k, json.dumps(v, default=str)) for k, v in ref.items()))]
-            row["relative_error"] = value - ref_value
+            row["relative_error"] = value - by_key[_values_key(dict(cell.values, **{onset: ref_onset}))]
         row.update({"run_id": r.run_id or "", "seconds": round(r.seconds, 2), "error": (r.error or "").splitlines()[0][:300] if r.error else ""})
         rows.append(row)
     return rows
+
+
+def _values_key(values: dict[str, Any]) -> tuple:
+    """A hashable key of a cell's grid values."""
+    return tuple(sorted((k, json.dumps(v, default=str)) for k, v in values.items()))
 
 
 def _curve_key(sweep: Sweep, values: dict[str, Any]) -> tuple:
