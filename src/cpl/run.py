@@ -20,6 +20,7 @@ from . import tracking
 from .callbacks.singular_values import effective_rank, numerical_rank
 from .config import flatten, validate
 from .experiments import Experiment, build
+from .modules.base import member_key
 
 __all__ = ["train", "train_group", "TrainResult"]
 
@@ -225,8 +226,6 @@ def train(
 
 def _member_view(metrics: dict[str, float], member: int, n_members: int) -> dict[str, float]:
     """The metrics of one member, without the ``member{e}/`` prefix (see :func:`~cpl.modules.base.member_key`)."""
-    from .modules.base import member_key
-
     prefix = member_key("", member, n_members)
     return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
 
@@ -286,22 +285,24 @@ def train_group(
     _fit(first, exp, loggers, list(callbacks), ckpt_dir, client, run_ids)
 
     summary = final_summary(exp.module)
-    results: list[Optional[TrainResult]] = [None] * n
+    if client is not None:  # what train() adds at the end, each member at its own last step
+        final = {k: v for k, v in summary.items() if k not in exp.module.last_metrics}
+        for lg in loggers:
+            for e in range(n):
+                prefix = member_key("", e, n)
+                lg.log_metrics({k: v for k, v in final.items() if k.startswith(prefix)}, step=schedule.ends[e])
+            lg.flush()
+    out: list[Optional[TrainResult]] = [None] * len(cfgs)
     for e, cfg in enumerate(ordered):
         metrics = _member_view(summary, e, n)
         figures: list[str] = []
         if client is not None:
-            extra = {k: v for k, v in metrics.items() if k.startswith("sv/") and k.endswith("_rank")}
-            client.log_batch(run_ids[e], metrics=[tracking.Metric(k, float(v), int(time.time() * 1000), schedule.ends[e]) for k, v in extra.items()])
             if cfg.log.figures and exp.member_figures is not None:
                 figures = _log_figures(client, run_ids[e], exp.member_figures(e))
             if "test/final_error" in metrics:
                 _log_trace(client, run_ids[e], exp.module, e, schedule, final=(schedule.ends[e], metrics["test/final_error"]))
             _log_texts(client, run_ids[e], exp, e)
             client.set_terminated(run_ids[e], "FINISHED")
-        results[e] = TrainResult(metrics=metrics, status="FINISHED", run_id=run_ids[e] if run_ids else None, tracking_uri=uri,
-                                 checkpoint_dir=str(ckpt_dir), figures=figures, logging_seconds=sum(lg.write_seconds for lg in loggers) / n)
-    out: list[Optional[TrainResult]] = [None] * n
-    for e, i in enumerate(order):
-        out[i] = results[e]
+        out[order[e]] = TrainResult(metrics=metrics, status="FINISHED", run_id=run_ids[e] if run_ids else None, tracking_uri=uri,
+                                    checkpoint_dir=str(ckpt_dir), figures=figures, logging_seconds=sum(lg.write_seconds for lg in loggers) / n)
     return out  # type: ignore[return-value]

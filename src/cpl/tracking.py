@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from lightning.pytorch.loggers import Logger
-from mlflow.entities import Metric, Param, RunTag  # noqa: F401  (Metric is used by cpl.run too)
+from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
 
 __all__ = ["DEFAULT_TRACKING_URI", "tracking_uri", "get_client", "get_or_create_experiment", "start_run", "log_params", "git_commit", "MemberRouterLogger"]
