@@ -26,10 +26,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-mlflow", action="store_true", help="only save the PNGs")
     args = parser.parse_args(argv)
 
-    import matplotlib.pyplot as plt
-
     from cpl import tracking
-    from cpl.phase import INITS, phase_portrait_figure
+    from cpl.families.multipath.figures import phase_portrait_figure
+    from cpl.families.multipath.phase import INITS
 
     if any(d < 1 for d in args.depths) or args.dt <= 0 or args.epochs < 1:
         parser.error("depths must be >= 1, --dt > 0 and --epochs >= 1")
@@ -51,7 +50,6 @@ def main(argv=None) -> int:
                 client.log_figure(run_id, fig, f"figures/phase_{name}.png")
                 for (d, k), v in shares.items():
                     client.log_metric(run_id, f"phase/{name}/{d}/D{k}/share_a", v)
-            plt.close(fig)
     except BaseException:
         if client is not None:
             client.set_terminated(run_id, "FAILED")

@@ -4,9 +4,9 @@ import numpy as np
 import torch
 import pytest
 
-from cpl.batching import onset_chain, trunk_owner
+from cpl.core.members import onset_chain, trunk_owner
 from cpl.callbacks import SingularValueLogger, TaskSwitch
-from cpl.experiments.matcomp import build_module
+from cpl.families.matcomp.experiment import build_module
 
 from conftest import small_matcomp
 from test_matcomp_module import RecordW, fit

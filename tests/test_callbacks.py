@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cpl.callbacks import SingularValueLogger, TaskSwitch, effective_rank, numerical_rank
-from cpl.experiments.matcomp import build_module
+from cpl.families.matcomp.experiment import build_module
 
 from conftest import small_matcomp
 from test_matcomp_module import RecordW, fit

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from cpl.callbacks import TaskSwitch
-from cpl.experiments.matcomp import build_module
-from cpl.models import DeepMatrixFactorization
+from cpl.families.matcomp.experiment import build_module
+from cpl.families.matcomp.model import DeepMatrixFactorization
 
 from conftest import small_matcomp
 from reference import errors, plain_matcomp_gd
@@ -88,7 +88,7 @@ def test_init_scale_and_balance():
 
 
 def test_divergence_raises_with_advice(tmp_path):
-    from cpl.modules import DivergenceError
+    from cpl.core.module import DivergenceError
 
     cfg = small_matcomp(tmp_path, optim={"lr": 500.0}, model={"init_scale": 1.0})
     with pytest.raises(DivergenceError, match=r"became (nan|inf).*Try a lower learning rate \(optim.lr=500.0\)"):

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from cpl.callbacks import GatingDeficit, ModeLesion, ScheduleEvent, SingularValueLogger, collect_schedule
-from cpl.hierarchy import hierarchical_task
-from cpl.modules import MultiPathwayModule
-from cpl.pathways import MultiPathwayNet
+from cpl.families.multipath.data import hierarchical_task
+from cpl.families.multipath.module import MultiPathwayModule
+from cpl.families.multipath.model import MultiPathwayNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 warnings.filterwarnings("ignore", ".*does not have many workers.*")

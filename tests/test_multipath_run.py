@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import Logger
 
 from cpl.callbacks import ODEReference
 from cpl.config import ConfigError, available_confs, load_config, make_config
-from cpl.experiments import build
+from cpl.run import build
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -248,7 +248,7 @@ def test_discrete_reference_with_a_lesion_window_that_ends():
 
 def test_reference_rejects_unknown_or_per_member_events():
     from cpl.callbacks import ScheduleEvent
-    from cpl.modules import MultiPathwayReference
+    from cpl.families.multipath.reference import MultiPathwayReference
 
     with pytest.raises(ValueError, match=r"Schedule event 'gate' targets pathway 'c'; the module has pathways \['a', 'b'\]"):
         MultiPathwayReference.interventions([ScheduleEvent("gate", 0, 10, target="c")], ["a", "b"])

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from cpl.hierarchy import hierarchical_targets, hierarchical_task
-from cpl.pathways import svd_init_gains
-from cpl.phase import INITS, flow_field, phase_portrait_figure, phase_trajectory
+from cpl.families.multipath.data import hierarchical_targets, hierarchical_task
+from cpl.families.multipath.model import svd_init_gains
+from cpl.families.multipath.figures import phase_portrait_figure
+from cpl.families.multipath.phase import INITS, flow_field, phase_trajectory
 from cpl.theory import multipath as th
 
 pytestmark = pytest.mark.usefixtures("one_thread")

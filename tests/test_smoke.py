@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 
 from cpl.config import available_confs, load_config
-from cpl.experiments import build
+from cpl.run import build
 
 
 @pytest.mark.parametrize("name", available_confs())

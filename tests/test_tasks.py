@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cpl.tasks import make_matcomp_tasks
+from cpl.families.matcomp.data import make_matcomp_tasks
 
 
 def _idx(mask):

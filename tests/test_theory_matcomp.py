@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from cpl.tasks import low_rank_matrix
+from cpl.families.matcomp.data import low_rank_matrix
 from cpl.theory import closed_form, factorization
 from cpl.theory.closed_form import (
     braun_qqt,

@@ -12,11 +12,11 @@ import torch
 
 from cpl.callbacks import ODEReference, ScheduleEvent, TaskSwitch
 from cpl.config import ConfigError, load_config, make_config
-from cpl.experiments import build
-from cpl.models import DeepMatrixFactorization
-from cpl.modules.matcomp_references import BraunReference, FactorizationReference, SaxeReference, make_reference
+from cpl.run import build
+from cpl.families.matcomp.model import DeepMatrixFactorization
+from cpl.families.matcomp.references import BraunReference, FactorizationReference, SaxeReference, make_reference
 from cpl.run import train
-from cpl.tasks import make_matcomp_tasks
+from cpl.families.matcomp.data import make_matcomp_tasks
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -193,7 +193,7 @@ def test_task_pieces_follow_the_schedule(tmp_path):
 
 
 def MatCompReferenceOf(module, schedule, start):
-    from cpl.modules.matcomp_references import MatCompReference
+    from cpl.families.matcomp.references import MatCompReference
 
     return MatCompReference.task_pieces(module, schedule, start)
 

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from cpl import DivergenceError, train
 from cpl.config import make_config
-from cpl.experiments import build
+from cpl.run import build
 
 from conftest import small_matcomp
 
@@ -149,7 +149,7 @@ def _history(client, run_id, key="m"):
 
 
 def test_writer_process_writes_every_row_in_chunks(tmp_path):
-    from cpl._writer import MetricWriter
+    from cpl.tracking.writer import MetricWriter
 
     uri, client, run_id = _store(tmp_path)
     writer = MetricWriter(uri)
@@ -162,7 +162,7 @@ def test_writer_process_writes_every_row_in_chunks(tmp_path):
 
 
 def test_writer_process_errors_reach_the_parent(tmp_path):
-    from cpl._writer import MetricWriter
+    from cpl.tracking.writer import MetricWriter
 
     uri, client, run_id = _store(tmp_path)
     writer = MetricWriter(uri)
@@ -174,7 +174,7 @@ def test_writer_process_errors_reach_the_parent(tmp_path):
 
 def test_writer_process_killed_loses_nothing_and_duplicates_nothing(tmp_path):
     """A batch the child did not acknowledge is written again by the parent (MLflow keeps one copy)."""
-    from cpl._writer import MetricWriter
+    from cpl.tracking.writer import MetricWriter
 
     uri, client, run_id = _store(tmp_path)
     writer = MetricWriter(uri)

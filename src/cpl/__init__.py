@@ -9,7 +9,7 @@ from typing import Any
 __all__ = ["ConfigError", "DivergenceError", "TrainResult", "load_config", "make_config", "train"]
 __version__ = "0.1.0"
 
-_EXPORTS = {"ConfigError": "config", "load_config": "config", "make_config": "config", "DivergenceError": "modules.base",
+_EXPORTS = {"ConfigError": "config", "load_config": "config", "make_config": "config", "DivergenceError": "core.module",
             "TrainResult": "run", "train": "run"}
 
 

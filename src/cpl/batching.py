@@ -1,106 +1,58 @@
-"""Batched members and shared pre-training trunks: the schedules that make a sweep one tensor program.
+"""Which cells of a sweep train as the members of one run, and the members' schedule.
 
-Cells of an onset sweep that differ only in the onset T share their pre-training trajectory:
-the run with onset T_k is, up to step T_k, the same as every run with a later onset. With
-onsets sorted ``T_0 < T_1 < ...``, member k is dormant until ``T_{k-1}``, takes a copy of member
-k-1 then (member k-1 is still on the pre-training task, so this is member k's own state), trains
-on the pre-training task until ``T_k``, switches, and stops at ``T_k + S_k``. At any step only a
-contiguous run of members is active, so the pre-training trunk is computed once.
+Cells that can share a module (the same family, equal :data:`~cpl.config.sections.RUN_SHARED_KEYS`
+and equal keys the family lists as ``MEMBER_SHARED_KEYS``) form a group. Inside a group, cells
+equal but for their onset (the family's ``ONSET_KEY`` and ``CHAIN_FREE_KEYS``) form an onset chain
+that shares its pre-training trunk (:func:`cpl.core.members.onset_chain`). Pure Python over
+configs: nothing here builds a module.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
 from typing import Sequence
 
-__all__ = ["MemberSchedule", "onset_chain", "trunk_owner"]
+from omegaconf import DictConfig, OmegaConf
+
+from .config import family, flatten
+from .config.sections import RUN_SHARED_KEYS
+from .core.members import MemberSchedule, onset_chain
+
+__all__ = ["batchable", "batch_key", "plan_groups", "plan_members"]
 
 
-@dataclass
-class MemberSchedule:
-    starts: list[int]
-    ends: list[int]
-    sources: list[int | None]
-    switch_steps: list[int]
-
-
-def onset_chain(onsets: Sequence[int], steps_after: Sequence[int] | int) -> MemberSchedule:
-    """Schedule of members that share one pre-training trunk, in the order of ``onsets``.
-
-    Args:
-        onsets: switch steps, strictly increasing (one member each).
-        steps_after: steps on the final task after each switch (one value or one per member).
-
-    >>> s = onset_chain([0, 10, 50], 30)
-    >>> s.starts, s.ends, s.sources
-    ([0, 0, 10], [30, 40, 80], [None, 0, 1])
-    """
-    onsets = [int(t) for t in onsets]
-    if any(b <= a for a, b in zip(onsets, onsets[1:])):
-        raise ValueError(f"Expected strictly increasing `onsets`, got {onsets}")
-    after = [int(steps_after)] * len(onsets) if isinstance(steps_after, int) else [int(a) for a in steps_after]
-    if len(after) != len(onsets):
-        raise ValueError(f"Expected one `steps_after` per onset ({len(onsets)}), got {len(after)}")
-    starts = [0] + onsets[:-1]
-    sources: list[int | None] = [None] + list(range(len(onsets) - 1))
-    return MemberSchedule(starts=starts, ends=[t + a for t, a in zip(onsets, after)], sources=sources, switch_steps=onsets)
-
-
-def trunk_owner(schedule: MemberSchedule, member: int, step: int) -> int:
-    """The member whose state equals ``member``'s state at ``step`` (itself once it has started).
-
-    Metrics of a dormant member (before its start) are those of this owner: a router uses it to
-    give every cell a complete history.
-
-    >>> s = onset_chain([0, 10, 50], 30)
-    >>> [trunk_owner(s, 2, t) for t in (0, 5, 10, 60)]
-    [1, 1, 2, 2]
-    """
-    e = member
-    while schedule.sources[e] is not None and step < schedule.starts[e]:
-        e = schedule.sources[e]
-    return e
-
-
-# --------------------------------------------------------------------------- planning
-
-#: keys in which cells of one onset chain may differ (everything else must be equal)
-CHAIN_FREE_KEYS = ("switch.at_step", "train.steps_after_switch", "train.max_steps", "name", "tracking.run_name")
-
-
-def _key(cfg, drop: Sequence[str] = (), keep: Sequence[str] | None = None) -> str:
-    import json
-
-    from .config import flatten
-
+def _key(cfg: DictConfig, drop: Sequence[str] = (), keep: Sequence[str] | None = None) -> str:
     flat = flatten(cfg)
     if keep is not None:
         flat = {k: flat.get(k) for k in keep}
     return json.dumps({k: v for k, v in sorted(flat.items()) if k not in drop}, default=str)
 
 
-def _chains(cfgs: Sequence, indices) -> list[list[int]]:
+def _chains(cfgs: Sequence[DictConfig], indices) -> list[list[int]]:
     """The given cells (indices into ``cfgs``) grouped by everything but their onset, in first-seen order."""
     chains: dict[str, list[int]] = {}
     for i in indices:
-        chains.setdefault(_key(cfgs[i], drop=CHAIN_FREE_KEYS), []).append(i)
+        free = family(cfgs[i].kind).schema.CHAIN_FREE_KEYS
+        chains.setdefault(_key(cfgs[i], drop=free), []).append(i)
     return list(chains.values())
 
 
-def batchable(cfg) -> bool:
-    """Whether a cell can be a member of a batched run (matrix completion without an ODE reference or resume)."""
-    return cfg.kind == "matcomp" and not cfg.ode.enabled and cfg.trainer.ckpt_path is None
+def batchable(cfg: DictConfig) -> bool:
+    """Whether a cell can be a member of a batched run: its family batches, the family's
+    ``batchable(cfg)`` agrees (e.g. no analytic reference) and it does not resume a checkpoint."""
+    fam = family(cfg.kind)
+    if fam.batch_keys is None or cfg.trainer.ckpt_path is not None:
+        return False
+    check = getattr(fam.schema, "batchable", None)
+    return bool(check(cfg)) if check is not None else True
 
 
-def batch_key(cfg) -> str:
-    """Cells with equal keys can train as members of one module (same depth, width, lr, ...)."""
-    from .experiments.matcomp import SHARED_KEYS
-
-    keys = (*SHARED_KEYS, "kind", "trainer.accelerator", "tracking.uri", "tracking.experiment", "tracking.enabled", "tracking.background_writes", "trainer.checkpoint_dir", "trainer.steps_per_call", "log.figures")
-    return _key(cfg, keep=keys)
+def batch_key(cfg: DictConfig) -> str:
+    """Cells with equal keys can train as members of one module (same family, depth, lr, store, ...)."""
+    return _key(cfg, keep=(*RUN_SHARED_KEYS, *(family(cfg.kind).batch_keys or ())))
 
 
-def plan_groups(cfgs: Sequence, max_members: int = 64) -> list[list[int]]:
+def plan_groups(cfgs: Sequence[DictConfig], max_members: int = 64) -> list[list[int]]:
     """Split cells into groups that each run as one batched run (indices into ``cfgs``).
 
     Cells that cannot be batched form groups of one. A group keeps its onset chains whole and
@@ -126,32 +78,30 @@ def plan_groups(cfgs: Sequence, max_members: int = 64) -> list[list[int]]:
     return out + singles
 
 
-def plan_members(cfgs: Sequence) -> tuple[list[int], MemberSchedule]:
+def plan_members(cfgs: Sequence[DictConfig]) -> tuple[list[int], MemberSchedule]:
     """Order the cells of one group into members and give them a schedule with shared trunks.
 
     Returns ``(order, schedule)``: member e is cell ``cfgs[order[e]]``. Cells equal but for the
-    onset (and the steps after it) form one chain sharing the pre-training trunk.
+    onset (and the steps after it) form one chain sharing the pre-training trunk; cells with equal
+    onsets go to further chains.
     """
-    from .config import max_steps
-
     order: list[int] = []
-    starts: list[int] = []
-    ends: list[int] = []
-    sources: list[int | None] = []
-    switches: list[int] = []
+    schedule = MemberSchedule(starts=[], ends=[], sources=[], switch_steps=[])
     for chain in _chains(cfgs, range(len(cfgs))):
-        pending = sorted(chain, key=lambda i: cfgs[i].switch.at_step)
-        while pending:  # equal onsets cannot share: they go to further chains
+        fam = family(cfgs[chain[0]].kind)
+        onset = {i: int(OmegaConf.select(cfgs[i], fam.schema.ONSET_KEY)) for i in chain}
+        pending = sorted(chain, key=onset.__getitem__)
+        while pending:
             link, rest, last = [], [], None
             for i in pending:
-                (rest if cfgs[i].switch.at_step == last else link).append(i)
-                last = cfgs[i].switch.at_step
-            sched = onset_chain([cfgs[i].switch.at_step for i in link], [max_steps(cfgs[i]) - cfgs[i].switch.at_step for i in link])
+                (rest if onset[i] == last else link).append(i)
+                last = onset[i]
+            sched = onset_chain([onset[i] for i in link], [fam.max_steps(cfgs[i]) - onset[i] for i in link])
             offset = len(order)
             order.extend(link)
-            starts.extend(sched.starts)
-            ends.extend(sched.ends)
-            sources.extend(None if s is None else s + offset for s in sched.sources)
-            switches.extend(sched.switch_steps)
+            schedule.starts.extend(sched.starts)
+            schedule.ends.extend(sched.ends)
+            schedule.sources.extend(None if s is None else s + offset for s in sched.sources)
+            schedule.switch_steps.extend(sched.switch_steps)
             pending = rest
-    return order, MemberSchedule(starts=starts, ends=ends, sources=sources, switch_steps=switches)
+    return order, schedule

@@ -16,9 +16,9 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from .config import max_steps
-from .experiments import build
-from .run import train
+from . import tracking
+from .config import load_config, max_steps
+from .run import build, train, train_group
 
 __all__ = ["plain_matcomp_loop", "bench_train"]
 
@@ -139,7 +139,6 @@ def onset_sweep_cells(scale: float = 0.1, overrides: list[str] | None = None, tm
     saved as an artifact) and the top-10 singular values every 10 steps (kept for the figure; MLflow
     gets them, and the other metrics, every 100 steps).
     """
-    from .config import load_config
 
     cells = []
     for onset in PAPER_ONSETS:
@@ -199,8 +198,6 @@ def bench_sweep(scale: float = 0.1, repeats: int = 1, overrides: list[str] | Non
     machines vary by tens of percent from one minute to the next). ``overrides`` (dotlist) change
     every cell, e.g. ``["model.init_scale=0.1"]``.
     """
-    from . import tracking
-    from .run import train_group
 
     plain_times, ours_times, logging_times = [], [], []
     # untimed warm-up of both (imports, first-use kernels, matplotlib): costs of a process, not of a sweep

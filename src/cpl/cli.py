@@ -73,7 +73,7 @@ def _load(argv: Sequence[str], usage: str, loader):
 
 
 def train_main(argv: Sequence[str]) -> int:
-    from .modules.base import DivergenceError
+    from .core.module import DivergenceError
 
     cfg, code = _load(argv, TRAIN_HELP, load_config)
     if code is not None:

@@ -1,16 +1,29 @@
-"""Figures logged as MLflow artifacts (matplotlib, headless)."""
+"""Figures logged as MLflow artifacts: matplotlib's object API (``Figure``), no pyplot state.
+
+Figures made here never touch the global backend or pyplot's figure registry, so cpl works the
+same in a notebook, a worker process or a thread, and a figure needs no ``plt.close``.
+"""
 
 from __future__ import annotations
 
 from typing import Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+__all__ = ["new_figure", "palette", "singular_value_figure", "ode_overlay_figure", "critical_period_figure"]
 
-__all__ = ["singular_value_figure", "ode_overlay_figure", "critical_period_figure"]
+
+def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6, 4), dpi: int = 110, **subplot_kw):
+    """``(figure, axes)`` like ``plt.subplots``, on a standalone :class:`~matplotlib.figure.Figure`."""
+    fig = Figure(figsize=figsize, dpi=dpi)
+    return fig, fig.subplots(nrows, ncols, **subplot_kw)
+
+
+def palette(n: int) -> np.ndarray:
+    """``n`` colours from viridis (the colour scale of every cpl figure)."""
+    return colormaps["viridis"](np.linspace(0, 0.9, max(1, n)))
 
 
 def singular_value_figure(steps: Sequence[int], values: np.ndarray, switch_step: int | None = None, projections: np.ndarray | None = None, title: str = "", value_label: str = "singular value"):
@@ -26,9 +39,9 @@ def singular_value_figure(steps: Sequence[int], values: np.ndarray, switch_step:
     values = np.asarray(values)
     # drawn once per cell of a sweep: a fixed layout, unicode labels and a legend outside the axes
     # keep it to a few tens of milliseconds (tight_layout, mathtext and loc="best" tripled that)
-    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
+    fig, ax = new_figure(figsize=(7.5, 4.2), dpi=110)
     fig.subplots_adjust(left=0.09, right=0.79, bottom=0.12, top=0.92)
-    colors = plt.cm.viridis(np.linspace(0, 0.9, values.shape[1]))
+    colors = palette(values.shape[1])
     for i in range(values.shape[1]):
         ax.plot(steps, values[:, i], color=colors[i], lw=1.4, label=f"σ{_subscript(i + 1)}" if i < 10 else None)
     if projections is not None:
@@ -65,9 +78,9 @@ def ode_overlay_figure(steps: Sequence[int], sgd: np.ndarray, ode: np.ndarray, s
     9
     """
     steps, sgd, ode = np.asarray(steps), np.asarray(sgd), np.asarray(ode)
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig, ax = new_figure(figsize=(7, 4.2), dpi=110)
     k = sgd.shape[1]
-    colors = plt.cm.viridis(np.linspace(0, 0.9, k))
+    colors = palette(k)
     every = max(1, len(steps) // 60)
     for i in range(k):
         ax.plot(steps[::every], sgd[::every, i], "o", ms=3, color=colors[i], alpha=0.8)
@@ -94,8 +107,8 @@ def critical_period_figure(curves: dict[str, tuple[Sequence[float], Sequence[flo
         curves: ``{label: (onsets, values)}``; NaN values (failed cells) leave gaps.
         threshold: drawn as a horizontal line (the critical-period threshold).
     """
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    colors = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(curves))))
+    fig, ax = new_figure(figsize=(6, 4), dpi=110)
+    colors = palette(max(1, len(curves)))
     for color, (label, (xs, ys)) in zip(colors, curves.items()):
         ax.plot(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float), "o-", color=color, lw=1.6, ms=4, label=label)
     if threshold is not None:

@@ -1,8 +1,14 @@
-"""``train(cfg)``: one tracked run of any experiment family."""
+"""``train``: one tracked run of any model family, with one or many members.
+
+A run builds its family's :class:`~cpl.core.experiment.Experiment` (the registry in
+:mod:`cpl.config.registry` names the family), opens one MLflow run per member, fits, and records
+every member's final metrics, figures and traces. :func:`train` is one config; :func:`train_group`
+trains several cells of a sweep as the members of one module (shared trunks, see
+:mod:`cpl.batching`), each still recorded as its own run, exactly as a separate run would be.
+"""
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import time
@@ -17,12 +23,14 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, OnExceptionCh
 from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
-from .callbacks.singular_values import effective_rank, numerical_rank
-from .config import flatten, validate
-from .experiments import Experiment, build
-from .modules.base import member_key
+from .batching import batch_key, batchable, plan_members
+from .config import family, flatten, validate
+from .core.experiment import Experiment
+from .core.lightning_compat import quiet_lightning
+from .core.members import MemberSchedule, member_metrics, member_prefix
+from .core.spectrum import effective_rank, numerical_rank
 
-__all__ = ["train", "train_group", "TrainResult"]
+__all__ = ["train", "train_group", "build", "TrainResult", "final_summary"]
 
 
 @dataclass
@@ -36,6 +44,12 @@ class TrainResult:
     checkpoint_dir: Optional[str] = None
     figures: list[str] = field(default_factory=list)
     logging_seconds: float = 0.0  #: time spent writing metrics to the tracking store
+
+
+def build(cfgs: DictConfig | Sequence[DictConfig], schedule: Optional[MemberSchedule] = None) -> Experiment:
+    """The :class:`Experiment` of a config (or of cells as members, with their ``schedule``), by its family."""
+    cfgs = [cfgs] if isinstance(cfgs, DictConfig) else list(cfgs)
+    return family(cfgs[0].kind).experiment.build(cfgs, schedule)
 
 
 class _Progress(TQDMProgressBar):
@@ -58,25 +72,10 @@ class _InterruptCheckpoint(OnExceptionCheckpoint):
         super().on_exception(trainer, pl_module, exception)
 
 
-def _quiet_lightning() -> None:
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*litlogger.*")
-    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-    warnings.filterwarnings("ignore", message=r".*ckpt_path=None\)` was called without a model.*")
-    warnings.filterwarnings("ignore", message=".*there is no last checkpoint available.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")  # cpl logs at its own intervals
-
-
 def final_summary(module) -> dict[str, float]:
     """Final metrics of every member plus the effective and numerical rank of its matrix."""
     out = dict(module.last_metrics)
     if hasattr(module, "end_to_end"):
-        from .modules.base import member_metrics
-
         s = torch.linalg.svdvals(module.end_to_end().double())
         out.update(member_metrics({"sv/effective_rank": effective_rank(s), "sv/numerical_rank": numerical_rank(s, 1e-2)}))
     return out
@@ -90,9 +89,35 @@ def _open_run(client, cfg: DictConfig, tags: dict[str, Any], parent_run_id: Opti
     return run_id
 
 
-def _checkpoint_dir(cfg: DictConfig, run_id: Optional[str], exp: Experiment) -> Path:
+def _open_runs(cfgs: Sequence[DictConfig], tags: Optional[dict[str, Any]], member_tags: Optional[Sequence[dict[str, Any]]], parent_run_id: Optional[str]):
+    """``(client, uri, run ids)`` of one MLflow run per member (``(None, None, [])`` untracked)."""
+    first, n = cfgs[0], len(cfgs)
+    if not first.tracking.enabled:
+        return None, None, []
+    uri = tracking.tracking_uri(first.tracking.uri)
+    client = tracking.get_client(uri)
+    run_ids = []
+    for e, cfg in enumerate(cfgs):
+        run_tags = {"cpl.conf": cfg.name, "cpl.kind": cfg.kind}
+        if n > 1:
+            run_tags.update({"cpl.batched_members": n, "cpl.member": e})
+        if cfg.trainer.ckpt_path:
+            run_tags["cpl.resumed_from"] = cfg.trainer.ckpt_path
+        run_tags.update({**(tags or {}), **(member_tags[e] if member_tags else {})})
+        run_ids.append(_open_run(client, cfg, run_tags, parent_run_id))
+    if n > 1:
+        for run_id in run_ids:
+            tracking.set_tags(client, run_id, {"cpl.batch_run_ids": ",".join(run_ids)[:5000]})
+    return client, uri, run_ids
+
+
+def _checkpoint_dir(cfg: DictConfig, run_ids: Sequence[str], exp: Experiment) -> Path:
     # a fresh folder per run: Lightning resumes from a `last.ckpt` it finds when OnExceptionCheckpoint is used
-    return Path(cfg.trainer.checkpoint_dir) / (run_id or f"untracked-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(exp)}")
+    if not run_ids:
+        name = f"untracked-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(exp)}"
+    else:
+        name = run_ids[0] if len(run_ids) == 1 else f"group-{run_ids[0]}"
+    return Path(cfg.trainer.checkpoint_dir) / name
 
 
 def _close(client, run_ids: Sequence[str], loggers: Sequence, status: str, message: Optional[str] = None) -> None:
@@ -150,21 +175,50 @@ def _log_trace(client, run_id: str, module, member: int, schedule=None, final: O
     client.log_text(run_id, "step,test_final_error\n" + "".join(f"{s},{v!r}\n" for s, v in zip(steps, values)), "traces/test_final_error.csv")
 
 
-def _log_texts(client, run_id: str, exp: Experiment, member: int) -> None:
-    if exp.member_texts is not None:
-        for name, text in exp.member_texts(member).items():
-            client.log_text(run_id, text, name)
+def _record_member(client, run_id: str, cfg: DictConfig, exp: Experiment, e: int, end: int, metrics: dict[str, float]) -> list[str]:
+    """A member's figures, dense test-error trace and text artifacts; returns the figure paths."""
+    figures: list[str] = []
+    if cfg.log.figures:
+        for name, fig in exp.member_figures(e).items():
+            client.log_figure(run_id, fig, name)
+            figures.append(name)
+    if "test/final_error" in metrics:
+        _log_trace(client, run_id, exp.module, e, exp.schedule, final=(end, metrics["test/final_error"]))
+    for name, text in exp.member_texts(e).items():
+        client.log_text(run_id, text, name)
+    return figures
 
 
-def _log_figures(client, run_id: str, figures: dict[str, Any]) -> list[str]:
-    import matplotlib.pyplot as plt
-
-    names = []
-    for name, fig in figures.items():
-        client.log_figure(run_id, fig, name)
-        plt.close(fig)
-        names.append(name)
-    return names
+def _train(cfgs: Sequence[DictConfig], callbacks: Sequence[Callback], tags: Optional[dict[str, Any]], parent_run_id: Optional[str],
+           member_tags: Optional[Sequence[dict[str, Any]]], exp: Experiment) -> list[TrainResult]:
+    """Fit ``exp`` (member e = ``cfgs[e]``) with one MLflow run per member, and record every member."""
+    quiet_lightning()
+    first, n = cfgs[0], len(cfgs)
+    client, uri, run_ids = _open_runs(cfgs, tags, member_tags, parent_run_id)
+    loggers = [tracking.MemberRouterLogger(client, run_ids, exp.schedule, background=first.tracking.background_writes)] if client is not None else []
+    ckpt_dir = _checkpoint_dir(first, run_ids, exp)
+    trainer = _fit(first, exp, loggers, list(callbacks), ckpt_dir, client, run_ids)
+    ends = exp.schedule.ends if exp.schedule is not None else [trainer.global_step] * n
+    summary = final_summary(exp.module)
+    if client is not None:  # the final metrics not logged during training, each member at its own last step
+        final = {k: v for k, v in summary.items() if k not in exp.module.last_metrics}
+        for lg in loggers:
+            for e in range(n):
+                prefix = member_prefix(e, n)
+                lg.log_metrics({k: v for k, v in final.items() if k.startswith(prefix)}, step=ends[e])
+            lg.flush()
+    write_seconds = sum(lg.write_seconds for lg in loggers) / n
+    out = []
+    for e, cfg in enumerate(cfgs):
+        prefix = member_prefix(e, n)
+        metrics = {k[len(prefix):]: v for k, v in summary.items() if k.startswith(prefix)}
+        figures: list[str] = []
+        if client is not None:
+            figures = _record_member(client, run_ids[e], cfg, exp, e, ends[e], metrics)
+            client.set_terminated(run_ids[e], "FINISHED")
+        out.append(TrainResult(metrics=metrics, status="FINISHED", run_id=run_ids[e] if run_ids else None, tracking_uri=uri,
+                               checkpoint_dir=str(ckpt_dir), figures=figures, logging_seconds=write_seconds))
+    return out
 
 
 def train(
@@ -187,47 +241,11 @@ def train(
         :class:`TrainResult` with the final metrics (``test/final_error``, ``sv/effective_rank``, ...).
 
     Raises:
-        cpl.modules.DivergenceError: the loss became NaN/inf (run marked FAILED).
+        cpl.core.module.DivergenceError: the loss became NaN/inf (run marked FAILED).
         KeyboardInterrupt: Ctrl-C (run marked KILLED; a resumable checkpoint is saved).
     """
     validate(cfg)
-    _quiet_lightning()
-    exp = experiment or build(cfg)
-    uri = client = run_id = None
-    loggers = []
-    if cfg.tracking.enabled:
-        uri = tracking.tracking_uri(cfg.tracking.uri)
-        client = tracking.get_client(uri)
-        run_tags = {"cpl.conf": cfg.name, "cpl.kind": cfg.kind, **(tags or {})}
-        if cfg.trainer.ckpt_path:
-            run_tags["cpl.resumed_from"] = cfg.trainer.ckpt_path
-        run_id = _open_run(client, cfg, run_tags, parent_run_id)
-        loggers.append(tracking.MemberRouterLogger(client, [run_id], background=cfg.tracking.background_writes))
-
-    ckpt_dir = _checkpoint_dir(cfg, run_id, exp)
-    trainer = _fit(cfg, exp, loggers, list(callbacks), ckpt_dir, client, [run_id] if run_id else [])
-
-    summary = final_summary(exp.module)
-    figure_paths: list[str] = []
-    if client is not None:
-        final = {k: v for k, v in summary.items() if k not in exp.module.last_metrics}
-        for lg in loggers:
-            lg.log_metrics(final, step=trainer.global_step)
-            lg.flush()
-        if cfg.log.figures:
-            figure_paths = _log_figures(client, run_id, exp.figures())
-        if "test/final_error" in summary:
-            _log_trace(client, run_id, exp.module, 0, final=(trainer.global_step, summary["test/final_error"]))
-        _log_texts(client, run_id, exp, 0)
-        client.set_terminated(run_id, "FINISHED")
-    return TrainResult(metrics=summary, status="FINISHED", run_id=run_id, tracking_uri=uri, checkpoint_dir=str(ckpt_dir), figures=figure_paths,
-                       logging_seconds=sum(lg.write_seconds for lg in loggers))
-
-
-def _member_view(metrics: dict[str, float], member: int, n_members: int) -> dict[str, float]:
-    """The metrics of one member, without the ``member{e}/`` prefix (see :func:`~cpl.modules.base.member_key`)."""
-    prefix = member_key("", member, n_members)
-    return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+    return _train([cfg], callbacks, tags, parent_run_id, None, experiment or build(cfg))[0]
 
 
 def train_group(
@@ -249,60 +267,18 @@ def train_group(
         ValueError: the cells cannot share a module (see :func:`cpl.batching.batch_key`).
         Whatever :func:`train` raises; every cell's run is then marked FAILED or KILLED.
     """
-    from .batching import batch_key, batchable, plan_members
-    from .experiments.matcomp import build_matcomp_members
-
     for cfg in cfgs:
         validate(cfg)
     if member_tags is not None and len(member_tags) != len(cfgs):
         raise ValueError(f"Expected one `member_tags` dict per cell ({len(cfgs)}), got {len(member_tags)}")
     if len(cfgs) == 1 and not batchable(cfgs[0]):
         return [train(cfgs[0], callbacks=callbacks, tags={**(tags or {}), **(member_tags[0] if member_tags else {})}, parent_run_id=parent_run_id)]
-    keys = {batch_key(c) for c in cfgs}
-    if not all(batchable(c) for c in cfgs) or len(keys) > 1:
+    if not all(batchable(c) for c in cfgs) or len({batch_key(c) for c in cfgs}) > 1:
         raise ValueError("train_group: these cells cannot be members of one module (different kind, depth, size, lr, dtype, logging or tracking, or an ODE/resume)")
-    _quiet_lightning()
     order, schedule = plan_members(cfgs)
     ordered = [cfgs[i] for i in order]
-    exp = build_matcomp_members(ordered, schedule)
-    first = ordered[0]
-    n = len(ordered)
-    client = uri = None
-    run_ids: list[str] = []
-    loggers: list = []
-    if first.tracking.enabled:
-        uri = tracking.tracking_uri(first.tracking.uri)
-        client = tracking.get_client(uri)
-        for e, cfg in enumerate(ordered):
-            run_tags = {"cpl.conf": cfg.name, "cpl.kind": cfg.kind, "cpl.batched_members": n, "cpl.member": e, **(tags or {}),
-                        **(member_tags[order[e]] if member_tags else {})}
-            run_id = _open_run(client, cfg, run_tags, parent_run_id)
-            run_ids.append(run_id)
-        for run_id in run_ids:
-            tracking.set_tags(client, run_id, {"cpl.batch_run_ids": ",".join(run_ids)[:5000]})
-        loggers.append(tracking.MemberRouterLogger(client, run_ids, schedule, background=first.tracking.background_writes))
-    ckpt_dir = _checkpoint_dir(first, f"group-{run_ids[0]}" if run_ids else None, exp)
-    _fit(first, exp, loggers, list(callbacks), ckpt_dir, client, run_ids)
-
-    summary = final_summary(exp.module)
-    if client is not None:  # what train() adds at the end, each member at its own last step
-        final = {k: v for k, v in summary.items() if k not in exp.module.last_metrics}
-        for lg in loggers:
-            for e in range(n):
-                prefix = member_key("", e, n)
-                lg.log_metrics({k: v for k, v in final.items() if k.startswith(prefix)}, step=schedule.ends[e])
-            lg.flush()
+    results = _train(ordered, callbacks, tags, parent_run_id, [member_tags[i] for i in order] if member_tags else None, build(ordered, schedule))
     out: list[Optional[TrainResult]] = [None] * len(cfgs)
-    for e, cfg in enumerate(ordered):
-        metrics = _member_view(summary, e, n)
-        figures: list[str] = []
-        if client is not None:
-            if cfg.log.figures and exp.member_figures is not None:
-                figures = _log_figures(client, run_ids[e], exp.member_figures(e))
-            if "test/final_error" in metrics:
-                _log_trace(client, run_ids[e], exp.module, e, schedule, final=(schedule.ends[e], metrics["test/final_error"]))
-            _log_texts(client, run_ids[e], exp, e)
-            client.set_terminated(run_ids[e], "FINISHED")
-        out[order[e]] = TrainResult(metrics=metrics, status="FINISHED", run_id=run_ids[e] if run_ids else None, tracking_uri=uri,
-                                    checkpoint_dir=str(ckpt_dir), figures=figures, logging_seconds=sum(lg.write_seconds for lg in loggers) / n)
+    for e, i in enumerate(order):
+        out[i] = results[e]
     return out  # type: ignore[return-value]

@@ -1,12 +1,27 @@
 """Lightning callbacks for critical-period experiments, usable in any Lightning project.
 
 Each callback documents the small contract it needs from the LightningModule and checks it in
-``setup``; each keeps its state across checkpoint resume.
+``setup``; each keeps its state across checkpoint resume. They depend on :mod:`cpl.core` only
+(no model family, no tracking backend): metrics and tags go through ``trainer.loggers``.
 """
 
-from .ode_reference import ODEReference, Reference, ScheduleEvent, collect_schedule
+from ..core.events import ScheduleEvent, collect_schedule
+from ..core.spectrum import effective_rank, numerical_rank, singular_values
+from .ode_reference import ODEReference, Reference
 from .pathway_hooks import GatingDeficit, ModeLesion
-from .singular_values import SingularValueLogger, effective_rank, numerical_rank
+from .singular_values import SingularValueLogger
 from .task_switch import TaskSwitch
 
-__all__ = ["GatingDeficit", "ModeLesion", "ODEReference", "Reference", "ScheduleEvent", "SingularValueLogger", "TaskSwitch", "collect_schedule", "effective_rank", "numerical_rank"]
+__all__ = [
+    "GatingDeficit",
+    "ModeLesion",
+    "ODEReference",
+    "Reference",
+    "ScheduleEvent",
+    "SingularValueLogger",
+    "TaskSwitch",
+    "collect_schedule",
+    "effective_rank",
+    "numerical_rank",
+    "singular_values",
+]

@@ -13,43 +13,17 @@ parameter is written twice in a config.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
 import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
-from ._contract import log_to_loggers, cached_state_key
+from ..core.events import ScheduleEvent, collect_schedule
+from ..core.lightning_compat import callback_state_key
+from ._contract import log_to_loggers
 
-__all__ = ["ScheduleEvent", "Reference", "ODEReference", "collect_schedule"]
-
-
-@dataclass(frozen=True)
-class ScheduleEvent:
-    """One scheduled intervention, in global steps.
-
-    ``kind`` is e.g. ``"gate"`` (target: pathway name, over ``[start, end)``), ``"lesion"``
-    (target: pathway, ``info["mode"]``), ``"switch"`` (at ``start``; ``info["from"]``, ``info["to"]``).
-    ``end`` is None for events that last to the end of the run. ``members``: None = all.
-    """
-
-    kind: str
-    start: int
-    end: Optional[int] = None
-    target: Optional[str] = None
-    info: dict = field(default_factory=dict, hash=False, compare=False)
-    members: Optional[tuple[int, ...]] = None
-
-
-def collect_schedule(trainer: L.Trainer) -> list[ScheduleEvent]:
-    """All events of the callbacks on ``trainer`` that offer ``schedule_events()``, by start step."""
-    events: list[ScheduleEvent] = []
-    for cb in trainer.callbacks:
-        fn = getattr(cb, "schedule_events", None)
-        if callable(fn):
-            events.extend(fn())
-    return sorted(events, key=lambda ev: ev.start)
+__all__ = ["Reference", "ODEReference"]
 
 
 @runtime_checkable
@@ -115,7 +89,7 @@ class ODEReference(Callback):
 
     @property
     def state_key(self) -> str:
-        return cached_state_key(self, prefix=self.prefix)
+        return callback_state_key(self, prefix=self.prefix)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._given is None and not callable(getattr(pl_module, "ode_reference", None)):
@@ -125,7 +99,7 @@ class ODEReference(Callback):
             )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        schedule = collect_schedule(trainer)
+        schedule = collect_schedule(trainer.callbacks)
         self.reference = self._given if self._given is not None else pl_module.ode_reference(schedule)
         lr = float(getattr(pl_module, "lr"))
         # the reference starts from the module's state now: step 0, or the step a run resumed at
@@ -134,10 +108,8 @@ class ODEReference(Callback):
         if why and self.warning is None:
             self.warning = why
             warnings.warn(f"ODEReference ({self.reference.name}): {why}; logging it anyway.", stacklevel=2)
-            for logger in trainer.loggers:
-                experiment = getattr(logger, "experiment", None)
-                if hasattr(experiment, "set_tag") and getattr(logger, "run_id", None):
-                    experiment.set_tag(logger.run_id, "cpl.ode_warning", why[:5000])
+            for logger in trainer.loggers:  # a param for most loggers; cpl's MLflow logger makes it a tag
+                logger.log_hyperparams({"cpl.ode_warning": why[:5000]})
         if trainer.global_step % self.every_n_steps == 0:
             self._log(trainer, pl_module)
 

@@ -16,8 +16,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from ._contract import as_members, log_to_loggers, require_attr, resolve, cached_state_key
-from .ode_reference import ScheduleEvent
+from ..core.events import ScheduleEvent
+from ..core.lightning_compat import callback_state_key
+from ..core.linalg import as_members
+from ._contract import log_to_loggers, require_attr, resolve
 
 __all__ = ["GatingDeficit", "ModeLesion"]
 
@@ -124,7 +126,7 @@ class GatingDeficit(_PathwayHook):
         start: first gated step (0-based global step).
         end: first step after the window; None = to the end of training.
         root: attribute path of the pathways' container (``"pathways"`` for
-            :class:`~cpl.modules.MultiPathwayModule`); ``""`` when ``pathway`` is a full path.
+            :class:`~cpl.families.multipath.module.MultiPathwayModule`); ``""`` when ``pathway`` is a full path.
 
     Raises:
         ValueError: ``start`` < 0, ``end`` <= ``start``, or an empty ``pathway``.
@@ -151,7 +153,7 @@ class GatingDeficit(_PathwayHook):
 
     @property
     def state_key(self) -> str:
-        return cached_state_key(self, pathway=self.pathway, start=self.start, end=self.end)
+        return callback_state_key(self, pathway=self.pathway, start=self.start, end=self.end)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         module = self._submodule(pl_module)
@@ -220,7 +222,7 @@ class ModeLesion(_PathwayHook):
 
     @property
     def state_key(self) -> str:
-        return cached_state_key(self, pathway=self.pathway, mode=self.mode, start=self.start, end=self.end)
+        return callback_state_key(self, pathway=self.pathway, mode=self.mode, start=self.start, end=self.end)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         module = self._submodule(pl_module)

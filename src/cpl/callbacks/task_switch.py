@@ -7,8 +7,10 @@ from typing import Any, Sequence
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from ._contract import log_to_loggers, require_attr, cached_state_key
-from ..modules.base import member_key
+from ..core.events import ScheduleEvent
+from ..core.lightning_compat import callback_state_key
+from ..core.members import member_key
+from ._contract import log_to_loggers, require_attr
 
 __all__ = ["TaskSwitch"]
 
@@ -54,7 +56,7 @@ class TaskSwitch(Callback):
 
     @property
     def state_key(self) -> str:
-        return cached_state_key(self, **{"from": self.from_task, "to": self.to_task})
+        return callback_state_key(self, **{"from": self.from_task, "to": self.to_task})
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         names = require_attr(pl_module, "task_names", "TaskSwitch", "named tasks")
@@ -87,10 +89,8 @@ class TaskSwitch(Callback):
         log_to_loggers(trainer, fresh)
         self._applied = wanted
 
-    def schedule_events(self) -> list:
-        """The switch as :class:`~cpl.callbacks.ode_reference.ScheduleEvent` s (read by ``ODEReference``)."""
-        from .ode_reference import ScheduleEvent
-
+    def schedule_events(self) -> list[ScheduleEvent]:
+        """The switch as :class:`~cpl.core.events.ScheduleEvent` s (read by ``ODEReference`` and the module's chunking)."""
         by_step: dict[int, list[int]] = {}
         for e, s in enumerate(self.at_steps):
             by_step.setdefault(s, []).append(e)

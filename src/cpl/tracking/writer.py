@@ -3,7 +3,7 @@
 MLflow's SQL store spends ~0.1 ms of Python per metric row (ORM objects, latest-metric upkeep),
 about 15% of a long batched sweep on a 2-core machine. A thread cannot hide it (it holds the GIL
 that the training loop needs between tensor ops); a process can, on the core that the small
-matrix products leave idle. :class:`MetricWriter` starts ``python -m cpl._writer URI`` in its own
+matrix products leave idle. :class:`MetricWriter` starts ``python -m cpl.tracking.writer URI`` in its own
 session (Ctrl-C reaches only the training process, which then flushes and marks the run KILLED).
 
 Protocol, pickled over the child's stdin and stdout: the parent sends
@@ -56,7 +56,7 @@ class MetricWriter:
         root = str(Path(cpl.__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
         self._proc: Optional[subprocess.Popen] = subprocess.Popen(
-            [sys.executable, "-m", "cpl._writer", tracking_uri], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+            [sys.executable, "-m", "cpl.tracking.writer", tracking_uri], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
             start_new_session=os.name == "posix",
         )
         self._inflight: Optional[Batch] = None

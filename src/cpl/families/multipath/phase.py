@@ -20,13 +20,13 @@ Inits (both pathways start at the same point, so without a deficit the trajector
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
-from .theory import multipath as theory
+from ...theory import multipath as theory
 
-__all__ = ["PhaseInit", "INITS", "DEFICITS", "phase_trajectory", "flow_field", "phase_portrait_figure"]
+__all__ = ["PhaseInit", "INITS", "DEFICITS", "phase_trajectory", "flow_field"]
 
 
 @dataclass(frozen=True)
@@ -73,50 +73,3 @@ def flow_field(depth: int, s: float, c: float, n: int = 21, lim: Optional[float]
     ka, kb = np.meshgrid(grid, grid)
     va, vb = theory.strength_velocity(ka.ravel(), kb.ravel(), s, depth, c, gated_b)
     return ka, kb, va.reshape(ka.shape), vb.reshape(ka.shape)
-
-
-def phase_portrait_figure(init: PhaseInit, depths: Sequence[int] = (2, 5, 8, 13), s: float = 10.0, dt: float = 0.01, n_epochs: int = 300,
-                          deficits: Optional[dict[str, tuple[int, int]]] = None):
-    """One row per deficit, one column per depth: the flow field, the trajectory with the deficit
-    (pathway b gated) and without (dashed), and the final share of pathway a in the title.
-
-    Returns:
-        ``(figure, shares)`` with ``shares[(deficit, depth)]`` = final ``K_a / (K_a + K_b)``.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    deficits = DEFICITS if deficits is None else deficits
-    fig, axes = plt.subplots(len(deficits), len(depths), figsize=(3.2 * len(depths), 3.2 * len(deficits)), dpi=110, squeeze=False)
-    shares: dict[tuple[str, int], float] = {}
-    # the flow field and the no-deficit trajectory depend on the depth only: once per column
-    fields = {depth: flow_field(depth, s, init.c) for depth in depths}
-    bases = {depth: phase_trajectory(depth, s, init, dt, n_epochs) for depth in depths}
-    for r, (dlabel, window) in enumerate(deficits.items()):
-        for col, depth in enumerate(depths):
-            ax = axes[r, col]
-            ka, kb, va, vb = fields[depth]
-            speed = np.hypot(va, vb)
-            ax.streamplot(ka, kb, va, vb, color=np.log1p(speed), cmap="Greys", density=0.7, linewidth=0.6, arrowsize=0.6)
-            base = bases[depth]
-            traj = phase_trajectory(depth, s, init, dt, n_epochs, window)
-            ax.plot(base[:, 0], base[:, 1], color="tab:blue", ls="--", lw=1.2, label="no deficit")
-            ax.plot(traj[:, 0], traj[:, 1], color="crimson", lw=1.6, label=f"b gated, epochs {window[0]}-{window[1]}")
-            end = min(window[1], n_epochs)
-            ax.plot(traj[end, 0], traj[end, 1], "o", color="crimson", ms=4)
-            ax.plot([0, s], [s, 0], color="gray", lw=0.8, ls=":")
-            share = float(traj[-1, 0] / traj[-1].sum())
-            shares[(dlabel, depth)] = share
-            ax.set_xlim(0, 1.1 * s)
-            ax.set_ylim(0, 1.1 * s)
-            ax.set_title(f"D={depth}, {dlabel} deficit: a holds {100 * share:.0f}%", fontsize=8)
-            if r == len(deficits) - 1:
-                ax.set_xlabel("$K_a$")
-            if col == 0:
-                ax.set_ylabel("$K_b$")
-    axes[0, 0].legend(fontsize=6, loc="upper right")
-    fig.suptitle(f"Two-pathway gradient flow, s={s}, {init.label}; one epoch = {dt} time units", fontsize=9)
-    fig.tight_layout()
-    return fig, shares

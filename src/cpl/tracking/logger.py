@@ -1,88 +1,22 @@
-"""MLflow tracking: the default local store, run creation, and a buffered Lightning logger.
+"""A Lightning logger that writes each member's metrics to its own MLflow run, in batches.
 
-The default store is ``sqlite:///mlruns/mlflow.db`` with artifacts under ``mlruns/artifacts``.
-``$MLFLOW_TRACKING_URI`` or ``tracking.uri`` override it. Metrics are buffered and written with
-``log_batch`` (up to 1000 per call) every few seconds and at the end: logging one metric at a
-time to SQLite costs about 10 ms a call and would dominate a run.
+Metrics are buffered and written with ``log_batch`` (up to 1000 per call) every few seconds and at
+the end: logging one metric at a time to SQLite costs about 10 ms a call and would dominate a run.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
-from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from lightning.pytorch.loggers import Logger
-from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
 
-__all__ = ["DEFAULT_TRACKING_URI", "tracking_uri", "get_client", "get_or_create_experiment", "start_run", "log_params", "git_commit", "MemberRouterLogger"]
+from ..core.members import split_member_key, trunk_owner
+from .store import set_tags
+from .writer import MetricWriter, write_batch
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
-
-
-def tracking_uri(uri: Optional[str] = None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else :data:`DEFAULT_TRACKING_URI`."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-def _sqlite_path(uri: str) -> Optional[Path]:
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):])
-    return None
-
-
-def get_client(uri: Optional[str] = None) -> MlflowClient:
-    uri = tracking_uri(uri)
-    db = _sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri)
-
-
-def get_or_create_experiment(client: MlflowClient, name: str) -> str:
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    db = _sqlite_path(client.tracking_uri)
-    location = None
-    if db is not None:  # keep artifacts beside the local database, under mlruns/
-        location = (db.parent.resolve() / "artifacts" / name).as_uri()
-    return client.create_experiment(name, artifact_location=location)
-
-
-def git_commit(path: Optional[Path] = None) -> Optional[str]:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path or Path(__file__).parent, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
-
-
-def start_run(client: MlflowClient, experiment: str, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None, parent_run_id: Optional[str] = None) -> str:
-    """Create a run (nested under ``parent_run_id`` if given) and return its id."""
-    tags = {k: str(v) for k, v in (tags or {}).items()}
-    commit = git_commit()
-    if commit:
-        tags.setdefault("mlflow.source.git.commit", commit)
-    if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(get_or_create_experiment(client, experiment), run_name=run_name, tags=tags)
-    return run.info.run_id
-
-
-def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
-    items = [Param(k, "None" if v is None else str(v)[:6000]) for k, v in params.items()]
-    for i in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[i:i + 100])
-
-
-def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:
-    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+__all__ = ["MemberRouterLogger"]
 
 
 class MemberRouterLogger(Logger):
@@ -90,11 +24,11 @@ class MemberRouterLogger(Logger):
     plain run).
 
     Keys ``member{e}/...`` go to run e without the prefix (keys without a prefix, from modules
-    with one member, go to run 0). With a :class:`~cpl.batching.MemberSchedule`, metrics of a
+    with one member, go to run 0). With a :class:`~cpl.core.members.MemberSchedule`, metrics of a
     member are also written to the runs of members still dormant on its trunk, so every run has
     the full history that a separate run would have. Metrics are buffered and written in batches,
     every ``flush_every_s`` seconds. Once a run lasts that long, the batches go to a helper process
-    (:class:`cpl._writer.MetricWriter`) that writes them while training goes on; ``flush`` and
+    (:class:`cpl.tracking.writer.MetricWriter`) that writes them while training goes on; ``flush`` and
     ``finalize`` wait until the store has everything.
 
     Args:
@@ -140,14 +74,17 @@ class MemberRouterLogger(Logger):
         return self.run_ids[0]
 
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        return None
+        """Record ``params`` as tags of every run (the run's config is already its params; callbacks
+        use this to annotate a run, e.g. ``cpl.ode_warning``)."""
+        items = dict(params) if isinstance(params, Mapping) else dict(vars(params))
+        if items:
+            for run_id in self.run_ids:
+                set_tags(self.client, run_id, {k: str(v)[:5000] for k, v in items.items()})
 
     def _dormant_by_owner(self, step: int) -> dict[int, list[int]]:
         """Runs of members still dormant at ``step``, keyed by the member whose trunk they are on."""
         out: dict[int, list[int]] = {}
         if self.schedule is not None:
-            from .batching import trunk_owner
-
             for d, start in enumerate(self.schedule.starts):
                 owner = trunk_owner(self.schedule, d, step) if step < start else d
                 if owner != d:
@@ -159,11 +96,7 @@ class MemberRouterLogger(Logger):
         step = 0 if step is None else int(step)
         by_member: dict[int, list[tuple]] = {}
         for key, value in metrics.items():
-            member, rest = 0, key
-            if key.startswith("member"):
-                head, _, tail = key.partition("/")
-                if head[6:].isdigit() and tail:
-                    member, rest = int(head[6:]), tail
+            member, rest = split_member_key(key)
             by_member.setdefault(member, []).append((rest, float(value), ts, step))
         dormant = self._dormant_by_owner(step)
         for member, items in by_member.items():
@@ -185,8 +118,6 @@ class MemberRouterLogger(Logger):
         self._last_flush = time.monotonic()
         if self._writer is None and self.background and not wait and not self._finalized:
             # a run long enough to flush while training: writes go to a helper process from now on
-            from ._writer import MetricWriter
-
             try:
                 self._writer = MetricWriter(self.client.tracking_uri, self.client)
             except OSError:  # pragma: no cover - no process could be started: write here
@@ -197,8 +128,6 @@ class MemberRouterLogger(Logger):
             if wait:
                 self._writer.wait()
         elif batch:
-            from ._writer import write_batch
-
             t0 = time.perf_counter()
             write_batch(self.client, batch)
             self._direct_seconds += time.perf_counter() - t0

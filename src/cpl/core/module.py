@@ -8,43 +8,21 @@ Lightning's ``log_every_n_steps`` throttle and cost nothing on the other steps.
 
 from __future__ import annotations
 
-import bisect
 import math
 from typing import Iterator, Mapping, Optional, Sequence
 
 import lightning as L
 import torch
 
-__all__ = ["FullBatchModule", "DivergenceError", "member_key", "member_metrics"]
+from .events import ChunkPlan, collect_schedule
+from .lightning_compat import FastHookNameMixin, attached_trainer, step_counter_incrementer
+from .members import member_metrics
+
+__all__ = ["FullBatchModule", "ActiveSGD", "DivergenceError"]
 
 
 class DivergenceError(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-def member_key(key: str, member: int, n_members: int) -> str:
-    """Metric name of ``key`` for one member: ``key`` itself when E = 1, else ``member{e}/key``.
-
-    >>> member_key("test/error", 0, 1), member_key("test/error", 2, 3)
-    ('test/error', 'member2/test/error')
-    """
-    return key if n_members == 1 else f"member{member}/{key}"
-
-
-def member_metrics(values: Mapping[str, torch.Tensor], members: Sequence[int] | None = None, n_members: int | None = None) -> dict[str, float]:
-    """Turn ``{key: tensor of shape (M,)}`` into flat float metrics named by :func:`member_key`.
-
-    ``members`` gives the member index of each of the M entries (default ``0..M-1``) and
-    ``n_members`` the module's E (default M).
-    """
-    out: dict[str, float] = {}
-    for key, tensor in values.items():
-        flat = tensor.detach().reshape(-1).tolist()
-        idx = list(range(len(flat))) if members is None else list(members)
-        n = len(flat) if n_members is None else n_members
-        for e, v in zip(idx, flat):
-            out[member_key(key, e, n)] = float(v)
-    return out
 
 
 class ActiveSGD(torch.optim.Optimizer):
@@ -90,7 +68,7 @@ class _Steps:
         return self.length
 
 
-class FullBatchModule(L.LightningModule):
+class FullBatchModule(FastHookNameMixin, L.LightningModule):
     """Base class: subclasses implement :meth:`loss` and :meth:`compute_metrics`.
 
     Args:
@@ -118,18 +96,10 @@ class FullBatchModule(L.LightningModule):
         self.steps_per_call = 1  # see set_steps_per_call
         self.fused = True  # see supports_fused_sgd
         self._chunk_intervals: list[int] = []
-        self._chunk_events: Optional[list[int]] = None
+        self._chunks: Optional[ChunkPlan] = None  # see _prepare_chunks
         self.progress: dict[str, float] = {}  # shown by cpl's progress bar
         self.progress_keys: tuple[str, ...] = ("train/loss",)
         self.last_metrics: dict[str, float] = {}
-
-    # Lightning sets `_current_fx_name` around every hook (two dozen times a step); nn.Module's
-    # __setattr__ costs microseconds each time. It is a plain attribute: store it directly.
-    def __setattr__(self, name, value):
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     # ---- member schedule
     @property
@@ -208,13 +178,9 @@ class FullBatchModule(L.LightningModule):
 
     # ---- Lightning hooks
     def train_dataloader(self):
-        if self.steps_per_call > 1 and self._chunk_events is not None and self._trainer is not None:
+        if self.steps_per_call > 1 and self._chunks is not None and attached_trainer(self) is not None:
             # one batch per chunk, so that a progress bar's total is right
-            step, end, chunks = self.global_step, int(self.trainer.max_steps), 0
-            while step < end:
-                step += self._chunk_length(step)
-                chunks += 1
-            return _Steps(max(chunks, 1))
+            return _Steps(max(self._chunks.count(self.global_step, int(self.trainer.max_steps)), 1))
         return _Steps(self.max_steps)
 
     def configure_optimizers(self):
@@ -241,7 +207,7 @@ class FullBatchModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         opt = self.optimizers()
-        n = self._chunk_length(self.global_step) if self.steps_per_call > 1 else 1
+        n = self._chunks.length(self.global_step) if self._chunks is not None else 1
         # members start and end only where a call stops (they are chunk events), so the active
         # set is chosen once per call and sources are copied once, after its last step
         scheduled = self.member_starts is not None
@@ -257,27 +223,20 @@ class FullBatchModule(L.LightningModule):
         # Lightning's optimizer wrapper (hooks, profiler, step counter) costs ~80 us a step: steps
         # inside a call go straight to the optimizer and advance the step counter themselves; the
         # call's last step goes through Lightning (``on_before_optimizer_step`` runs once a call)
-        counter = self._step_counter() if n > 1 else None
+        advance = step_counter_incrementer(self.trainer) if n > 1 else None
         for i in range(n):
-            last = i == n - 1 or counter is None
+            last = i == n - 1 or advance is None
             if fused:
                 value = opt.step(closure=closure) if last else self.sgd_step(lr)
             else:
                 value = self.backward_step()
                 opt.step() if last else sgd.step()
             if not last:
-                counter.increment_by(1)
+                advance(1)
             self._check_finite(value)
         if scheduled:  # before any callback sees the new step (loggers, checkpoints)
             self._copy_sources(self.global_step)
         return value.detach()
-
-    def _step_counter(self):
-        """Lightning's count of manual optimizer steps (``global_step``), or None if this Lightning version hides it."""
-        try:
-            return self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        except AttributeError:  # pragma: no cover - depends on Lightning's internals
-            return None
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         value = loss.detach()
@@ -308,39 +267,18 @@ class FullBatchModule(L.LightningModule):
         self._chunk_intervals = [int(i) for i in intervals if i]
 
     def _prepare_chunks(self) -> None:
-        from math import gcd
-
-        from ..callbacks.ode_reference import collect_schedule
-
-        g = self.steps_per_call
         intervals = [self.log_every_n_steps, *self._chunk_intervals]
-        for cb in self.trainer.callbacks:
-            every = getattr(cb, "every_n_steps", None)
-            if isinstance(every, int) and every > 0:
-                intervals.append(every)
-        for i in intervals:
-            g = gcd(g, i)
-        events = {int(self._last_step)} if self._last_step != float("inf") else set()  # set by on_fit_start
-        for ev in collect_schedule(self.trainer):
-            events.add(int(ev.start))
-            if ev.end is not None:
-                events.add(int(ev.end))
+        intervals += [cb.every_n_steps for cb in self.trainer.callbacks if isinstance(getattr(cb, "every_n_steps", None), int)]
+        events: list[Optional[int]] = [int(self._last_step)] if self._last_step != float("inf") else []  # set by on_fit_start
+        for ev in collect_schedule(self.trainer.callbacks):
+            events += [ev.start, ev.end]
         if self.member_starts is not None:
-            events.update(self.member_starts)
-            events.update(self.member_ends)
-        self._chunk_g = max(g, 1)
-        self._chunk_events = sorted(events)
-
-    def _chunk_length(self, step: int) -> int:
-        """Steps until the next step where something happens (at least 1)."""
-        nxt = (step // self._chunk_g + 1) * self._chunk_g
-        i = bisect.bisect_right(self._chunk_events, step)
-        if i < len(self._chunk_events):
-            nxt = min(nxt, self._chunk_events[i])
-        return max(1, nxt - step)
+            events += [*self.member_starts, *self.member_ends]
+        self._chunks = ChunkPlan.build(self.steps_per_call, intervals, events)
 
     def on_fit_start(self) -> None:
         self._last_step = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else float("inf")
+        self._chunks = None
         if self.steps_per_call > 1:
             self._prepare_chunks()
 
@@ -367,7 +305,7 @@ class FullBatchModule(L.LightningModule):
 
     def log_to_loggers(self, metrics: Mapping[str, float]) -> None:
         """Send metrics to every logger of the trainer at the current global step."""
-        if self._trainer is None or not metrics:
+        if attached_trainer(self) is None or not metrics:
             return
         for logger in self.trainer.loggers:
             logger.log_metrics(dict(metrics), step=self.trainer.global_step)

@@ -12,17 +12,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .tasks import random_orthogonal, stream_generator
+from ...core.linalg import product
+from ...core.rng import random_orthogonal, stream_generator
 
-__all__ = ["DeepMatrixFactorization", "product"]
-
-
-def product(factors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """End-to-end map ``W_D ... W_1`` of batched factors (first factor applied first)."""
-    w = factors[0]
-    for f in factors[1:]:
-        w = torch.matmul(f, w)
-    return w
+__all__ = ["DeepMatrixFactorization"]
 
 
 def _as_list(value, n: int, name: str) -> list:

@@ -2,7 +2,7 @@
 
 Each class is a thin stateful layer over the pure functions of :mod:`cpl.theory`: it reads the
 state, the tasks and the task switches (from the schedule, i.e. the ``TaskSwitch`` callback) off a
-:class:`~cpl.modules.MatrixCompletionModule`, converts steps to time (``t = lr * step``) and
+:class:`~cpl.families.matcomp.module.MatrixCompletionModule`, converts steps to time (``t = lr * step``) and
 predicts the top-k singular values of the end-to-end matrix (quantity ``"sv"``, logged as
 ``ode/sv_1`` ... next to ``sgd/sv_1`` ...).
 
@@ -22,8 +22,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..theory.closed_form import braun_trajectory, joint_basis, lambda_balance, saxe_piecewise
-from ..theory.factorization import balance_gap, integrate_end_to_end
+from ...theory.closed_form import braun_trajectory, joint_basis, lambda_balance, saxe_piecewise
+from ...theory.factorization import balance_gap, integrate_end_to_end
 
 __all__ = ["MatCompReference", "FactorizationReference", "SaxeReference", "BraunReference", "REFERENCES", "make_reference"]
 

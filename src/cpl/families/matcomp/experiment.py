@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from ..batching import MemberSchedule, trunk_owner
-from ..callbacks import ODEReference, SingularValueLogger, TaskSwitch
-from ..config import max_steps
-from ..figures import ode_overlay_figure, singular_value_figure
-from ..models import DeepMatrixFactorization
-from ..modules import MatrixCompletionModule
-from ..tasks import make_matcomp_tasks
-from . import Experiment, register_builder
+from ...callbacks import ODEReference, SingularValueLogger, TaskSwitch
+from ...core.experiment import Experiment
+from ...core.members import MemberSchedule, trunk_owner
+from ...figures import ode_overlay_figure, singular_value_figure
+from .data import make_matcomp_tasks
+from .model import DeepMatrixFactorization
+from .module import MatrixCompletionModule
+from .schema import MEMBER_SHARED_KEYS, max_steps
 
-__all__ = ["build_matcomp", "build_matcomp_members", "build_module", "SHARED_KEYS"]
-
-#: keys that members of one module must share (the rest may differ per member)
-SHARED_KEYS = ("task.size", "model.depth", "model.init", "optim.lr", "optim.fused", "trainer.dtype", "log.every_n_steps", "log.sv_every_n_steps", "log.sv_top_k", "log.sv_log_every_n_steps", "log.sv_reference", "log.trace_every_n_steps", "ode.kind", "ode.every_n_steps", "ode.rtol")
+__all__ = ["build", "build_module"]
 
 
 def _dtype(cfg: DictConfig) -> torch.dtype:
@@ -29,11 +26,9 @@ def _dtype(cfg: DictConfig) -> torch.dtype:
 
 def build_module(cfgs: Sequence[DictConfig]) -> MatrixCompletionModule:
     """One :class:`MatrixCompletionModule` whose member e is built from ``cfgs[e]``."""
-    from omegaconf import OmegaConf
-
     first = cfgs[0]
     for cfg in cfgs[1:]:
-        for key in SHARED_KEYS:
+        for key in MEMBER_SHARED_KEYS:
             if OmegaConf.select(cfg, key) != OmegaConf.select(first, key):
                 raise ValueError(f"Members of one module must share {key}: got {OmegaConf.select(first, key)!r} and {OmegaConf.select(cfg, key)!r}")
     dtype = _dtype(first)
@@ -71,14 +66,10 @@ def _title(cfg: DictConfig) -> str:
     return f"{cfg.name or 'matcomp'}: depth {cfg.model.depth}, rank {cfg.task.pretrain_rank}->{cfg.task.final_rank}, n_obs {cfg.task.n_obs}"
 
 
-def build_matcomp(cfg: DictConfig) -> Experiment:
-    return build_matcomp_members([cfg])
-
-
-def build_matcomp_members(cfgs: Sequence[DictConfig], schedule: MemberSchedule | None = None) -> Experiment:
+def build(cfgs: Sequence[DictConfig], schedule: Optional[MemberSchedule] = None) -> Experiment:
     """The experiment of one run whose member e is the cell ``cfgs[e]`` (E = 1: a plain run).
 
-    With a :class:`~cpl.batching.MemberSchedule` the members have their own windows of steps and
+    With a :class:`~cpl.core.members.MemberSchedule` the members have their own windows of steps and
     may share a pre-training trunk. ``Experiment.member_figures(e)`` gives member e's figures.
     """
     module = build_module(cfgs)
@@ -142,7 +133,4 @@ def build_matcomp_members(cfgs: Sequence[DictConfig], schedule: MemberSchedule |
 
     callbacks = [switch, svs] + ([ode_cb] if ode_cb is not None else [])
     steps = max(schedule.ends) if schedule is not None else max(max_steps(c) for c in cfgs)
-    return Experiment(module=module, callbacks=callbacks, max_steps=steps, figures=lambda: member_figures(0), member_figures=member_figures, member_texts=member_texts)
-
-
-register_builder("matcomp", build_matcomp)
+    return Experiment(module=module, callbacks=callbacks, max_steps=steps, member_figures=member_figures, member_texts=member_texts, schedule=schedule)

@@ -1,4 +1,4 @@
-"""Tasks: seeded low-rank ground truths and observation sets for matrix completion.
+"""Matrix-completion data: seeded low-rank ground truths and observation sets (paper-setup.md part A).
 
 Every random draw comes from its own stream, derived from ``(seed, stream name)``, so that
 changing one setting (a rank, an observation count) leaves the other draws unchanged. This is
@@ -7,19 +7,13 @@ what lets cells of a sweep that differ only in onset share data and init exactly
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-__all__ = ["stream_generator", "low_rank_matrix", "random_orthogonal", "shared_basis_targets", "observation_order", "mask_from_indices", "MatCompTasks", "make_matcomp_tasks"]
+from ...core.rng import random_orthogonal, stream_generator
 
-
-def stream_generator(seed: int, stream: str) -> torch.Generator:
-    """A ``torch.Generator`` for the named random stream of ``seed`` (independent across names)."""
-    state = np.random.SeedSequence([int(seed), zlib.crc32(stream.encode())]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+__all__ = ["low_rank_matrix", "shared_basis_targets", "observation_order", "mask_from_indices", "MatCompTasks", "make_matcomp_tasks"]
 
 
 def low_rank_matrix(size: int, rank: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
@@ -33,17 +27,6 @@ def low_rank_matrix(size: int, rank: int, generator: torch.Generator, dtype=torc
     b = torch.randn(size, rank, generator=generator, dtype=torch.float64)
     m = a @ b.T / rank**0.5
     return (m * (size / m.norm())).to(dtype)
-
-
-def random_orthogonal(size: int, generator: torch.Generator) -> torch.Tensor:
-    """A Haar-random orthogonal ``size x size`` matrix (float64): QR of a Gaussian, signs fixed.
-
-    >>> q = random_orthogonal(4, torch.Generator().manual_seed(0))
-    >>> bool(torch.allclose(q.T @ q, torch.eye(4, dtype=torch.float64)))
-    True
-    """
-    q, r = torch.linalg.qr(torch.randn(size, size, generator=generator, dtype=torch.float64))
-    return q * torch.sign(torch.diagonal(r))
 
 
 def shared_basis_targets(size: int, pretrain_rank: int, final_rank: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,8 +7,10 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torchmetrics.functional import mean_squared_error
 
-from ..models import DeepMatrixFactorization
-from .base import FullBatchModule
+from ...core.members import trunk_owner
+from ...core.module import FullBatchModule
+from .model import DeepMatrixFactorization
+from .references import REFERENCES, make_reference
 
 __all__ = ["MatrixCompletionModule"]
 
@@ -31,7 +33,7 @@ class MatrixCompletionModule(FullBatchModule):
             before every n-th step, from the loss's own forward pass (nearly free; the paper's
             per-step curve). Read it with :meth:`test_error_trace`; ``cpl.run`` saves it as an artifact.
         ode_kind: the analytic reference :meth:`ode_reference` builds: ``"factorization"``,
-            ``"saxe"`` or ``"braun"`` (see :mod:`cpl.modules.matcomp_references`).
+            ``"saxe"`` or ``"braun"`` (see :mod:`cpl.families.matcomp.references`).
         ode_options: keyword arguments of that reference (``top_k``, ``every_n_steps``, ``rtol``).
 
     Contract offered to callbacks:
@@ -39,7 +41,7 @@ class MatrixCompletionModule(FullBatchModule):
         ``reference_basis()`` (top singular vectors of the final task), ``n_members``,
         ``ode_reference(schedule)`` (the analytic reference of :class:`~cpl.callbacks.ODEReference`).
 
-    Logged metrics (per member, see :func:`cpl.modules.base.member_key`):
+    Logged metrics (per member, see :func:`cpl.core.members.member_key`):
         ``train/loss`` (current task, observed entries, the training loss);
         ``test/final_error``, ``test/final_error_unobserved``: mean squared error against the
         final task over all entries (the paper's test error) and over its unobserved entries;
@@ -84,8 +86,6 @@ class MatrixCompletionModule(FullBatchModule):
         self.register_buffer("task_index", torch.full((e,), self.task_names.index(initial_task), dtype=torch.long))
         self.final_index = self.task_names.index(final_task)
         self.progress_keys = ("train/loss", "test/final_error")
-        from .matcomp_references import REFERENCES
-
         if ode_kind not in REFERENCES:
             raise ValueError(f"Expected `ode_kind` in {tuple(REFERENCES)}, got {ode_kind!r}")
         self.ode_kind, self.ode_options = ode_kind, dict(ode_options or {})
@@ -135,8 +135,6 @@ class MatrixCompletionModule(FullBatchModule):
 
     def ode_reference(self, schedule: Sequence = ()):
         """The analytic reference chosen by ``ode_kind`` (the schedule reaches it in ``prepare``)."""
-        from .matcomp_references import make_reference
-
         return make_reference(self.ode_kind, **self.ode_options)
 
     def _selected(self, sel) -> tuple:
@@ -235,8 +233,6 @@ class MatrixCompletionModule(FullBatchModule):
     def test_error_trace(self, member: int, schedule=None) -> tuple[list[int], list[float]]:
         """``(steps, test errors)`` of a member recorded every ``trace_every_n_steps`` steps (weights
         before the step), with its trunk's values before its own start when ``schedule`` is given."""
-        from ..batching import trunk_owner
-
         steps, values = [], []
         n_entries = self.targets.shape[-1] * self.targets.shape[-2]
         for step, members, err in self.trace:

@@ -1,6 +1,6 @@
 """Multi-pathway deep linear network (paper Sec. 3): ``y_hat = sum_P W_P x``, each ``W_P`` a product of D maps.
 
-Every parameter has a leading member dimension E, like :class:`cpl.models.DeepMatrixFactorization`.
+Every parameter has a leading member dimension E, like :class:`cpl.families.matcomp.model.DeepMatrixFactorization`.
 Inputs are columns: ``x`` has shape ``(E, in, B)`` and a pathway returns ``(E, out, B)``, so
 feeding ``x = I`` returns the pathway's end-to-end map. Each pathway is a named submodule
 (``net.pathways["a"]``), so forward hooks (gating deficits, lesions) can act on it.
@@ -13,8 +13,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .models import product
-from .tasks import random_orthogonal, stream_generator
+from ...core.linalg import product
+from ...core.rng import random_orthogonal, stream_generator
 
 __all__ = ["LinearPathway", "MultiPathwayNet", "svd_init_gains"]
 
