@@ -17,11 +17,31 @@ def main(argv=None) -> int:
     parser.add_argument("--s", type=float, default=10.0, help="singular value of the mode (default 10)")
     parser.add_argument("--dt", type=float, default=0.01, help="time units per epoch (default 0.01)")
     parser.add_argument("--epochs", type=int, default=300, help="length of each trajectory in epochs (default 300)")
-    parser.add_argument("--early", type=int, nargs=2, default=[0, 15], metavar=("START", "END"), help="early deficit epochs (default 0 15)")
-    parser.add_argument("--late", type=int, nargs=2, default=[100, 115], metavar=("START", "END"), help="late deficit epochs (default 100 115)")
-    parser.add_argument("--inits", nargs="+", default=["large", "small"], choices=["large", "small"], help="which inits to draw")
-    parser.add_argument("--out", type=Path, default=Path("outputs/phase"), help="folder for the PNGs (default outputs/phase)")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
+    parser.add_argument(
+        "--early",
+        type=int,
+        nargs=2,
+        default=[0, 15],
+        metavar=("START", "END"),
+        help="early deficit epochs (default 0 15)",
+    )
+    parser.add_argument(
+        "--late",
+        type=int,
+        nargs=2,
+        default=[100, 115],
+        metavar=("START", "END"),
+        help="late deficit epochs (default 100 115)",
+    )
+    parser.add_argument(
+        "--inits", nargs="+", default=["large", "small"], choices=["large", "small"], help="which inits to draw"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("outputs/phase"), help="folder for the PNGs (default outputs/phase)"
+    )
+    parser.add_argument(
+        "--tracking-uri", default=None, help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)"
+    )
     parser.add_argument("--experiment", default="cpl-phase", help="MLflow experiment name (default cpl-phase)")
     parser.add_argument("--no-mlflow", action="store_true", help="only save the PNGs")
     args = parser.parse_args(argv)
@@ -39,13 +59,26 @@ def main(argv=None) -> int:
         uri = tracking.tracking_uri(args.tracking_uri)
         client = tracking.get_client(uri)
         run_id = tracking.start_run(client, args.experiment, "phase_portrait", {"cpl.kind": "phase"})
-        tracking.log_params(client, run_id, {"depths": args.depths, "s": args.s, "dt": args.dt, "epochs": args.epochs, "early": args.early, "late": args.late})
+        tracking.log_params(
+            client,
+            run_id,
+            {
+                "depths": args.depths,
+                "s": args.s,
+                "dt": args.dt,
+                "epochs": args.epochs,
+                "early": args.early,
+                "late": args.late,
+            },
+        )
     try:
         for name in args.inits:
             fig, shares = phase_portrait_figure(INITS[name], args.depths, args.s, args.dt, args.epochs, deficits)
             path = args.out / f"phase_{name}.png"
             fig.savefig(path)
-            print(f"{path}: final share of pathway a " + ", ".join(f"{d} D={k}: {v:.3f}" for (d, k), v in shares.items()))
+            print(
+                f"{path}: final share of pathway a " + ", ".join(f"{d} D={k}: {v:.3f}" for (d, k), v in shares.items())
+            )
             if client is not None:
                 client.log_figure(run_id, fig, f"figures/phase_{name}.png")
                 for (d, k), v in shares.items():

@@ -1,19 +1,20 @@
 """Batched members and the shared trunk equal separate runs (issue 6's equivalence tests)."""
 
 import numpy as np
-import torch
 import pytest
-
-from cpl.core.members import onset_chain, trunk_owner
-from cpl.callbacks import SingularValueLogger, TaskSwitch
-from cpl.families.matcomp.experiment import build_module
+import torch
 
 from conftest import small_matcomp
+from cpl.callbacks import SingularValueLogger, TaskSwitch
+from cpl.core.members import onset_chain, trunk_owner
+from cpl.families.matcomp.experiment import build_module
 from test_matcomp_module import RecordW, fit
 
 
 def _separate(tmp_path, onset, after, steps_total=None):
-    cfg = small_matcomp(tmp_path, switch={"at_step": onset}, train={"steps_after_switch": after}, trainer={"dtype": "float64"})
+    cfg = small_matcomp(
+        tmp_path, switch={"at_step": onset}, train={"steps_after_switch": after}, trainer={"dtype": "float64"}
+    )
     module = build_module([cfg])
     rec = RecordW()
     fit(module, [TaskSwitch(onset), rec], steps=onset + after)
@@ -23,7 +24,10 @@ def _separate(tmp_path, onset, after, steps_total=None):
 def test_shared_trunk_equals_separate_runs(tmp_path, list_logger):
     onsets, after = [0, 7, 20, 45], [30, 30, 12, 30]
     sched = onset_chain(onsets, after)
-    cfgs = [small_matcomp(tmp_path, switch={"at_step": t}, train={"steps_after_switch": a}, trainer={"dtype": "float64"}) for t, a in zip(onsets, after)]
+    cfgs = [
+        small_matcomp(tmp_path, switch={"at_step": t}, train={"steps_after_switch": a}, trainer={"dtype": "float64"})
+        for t, a in zip(onsets, after)
+    ]
     module = build_module(cfgs)
     module.set_member_schedule(sched.starts, sched.ends, sched.sources)
     rec = RecordW()
@@ -32,7 +36,9 @@ def test_shared_trunk_equals_separate_runs(tmp_path, list_logger):
     for e, (t, a) in enumerate(zip(onsets, after)):
         ref = _separate(tmp_path, t, a)
         end = t + a
-        np.testing.assert_allclose(rec.ws[max(sched.ends)][e], ref.ws[end][0], rtol=1e-10, atol=1e-13)  # frozen after its end
+        np.testing.assert_allclose(
+            rec.ws[max(sched.ends)][e], ref.ws[end][0], rtol=1e-10, atol=1e-13
+        )  # frozen after its end
         for step in range(sched.starts[e], end + 1, 3):
             np.testing.assert_allclose(rec.ws[step][e], ref.ws[step][0], rtol=1e-10, atol=1e-13)
         # metrics are logged inside each member's window and at its own end step
@@ -41,7 +47,9 @@ def test_shared_trunk_equals_separate_runs(tmp_path, list_logger):
         s = np.linalg.svd(ref.ws[end][0], compute_uv=False)
         assert list_logger.series(f"member{e}/sv/1")[end] == pytest.approx(s[0], rel=1e-6)
     # member 2 (onset 20) ends at 32, member 3 at 75: at step 40 only member 3 is logged
-    assert 40 not in list_logger.series("member2/test/final_error") and 40 in list_logger.series("member3/test/final_error")
+    assert 40 not in list_logger.series("member2/test/final_error") and 40 in list_logger.series(
+        "member3/test/final_error"
+    )
 
 
 def test_schedule_errors(tmp_path):
@@ -67,8 +75,14 @@ def test_train_group_records_each_cell_like_a_separate_run(tmp_path):
     from cpl.run import train, train_group
 
     def cell(onset, seed=0, store="group"):
-        return small_matcomp(tmp_path, seed=seed, switch={"at_step": onset}, train={"steps_after_switch": 25},
-                             tracking={"uri": f"sqlite:///{tmp_path}/{store}.db"}, trainer={"dtype": "float64"})
+        return small_matcomp(
+            tmp_path,
+            seed=seed,
+            switch={"at_step": onset},
+            train={"steps_after_switch": 25},
+            tracking={"uri": f"sqlite:///{tmp_path}/{store}.db"},
+            trainer={"dtype": "float64"},
+        )
 
     cells = [cell(20), cell(0), cell(7), cell(7, seed=1)]
     assert plan_groups(cells) == [[0, 1, 2, 3]]
@@ -80,7 +94,7 @@ def test_train_group_records_each_cell_like_a_separate_run(tmp_path):
         sep_client = MlflowClient(f"sqlite:///{tmp_path}/separate.db")
         assert res.metrics["test/final_error"] == pytest.approx(sep.metrics["test/final_error"], rel=1e-9)
         assert res.metrics["sv/effective_rank"] == pytest.approx(sep.metrics["sv/effective_rank"], rel=1e-9)
-        run, ref = client.get_run(res.run_id), sep_client.get_run(sep.run_id)
+        run = client.get_run(res.run_id)
         assert run.info.status == "FINISHED" and run.data.params["switch.at_step"] == str(c.switch.at_step)
         for key in ("test/final_error", "sv/1", "train/loss", "task/switched"):
             got = {m.step: m.value for m in client.get_metric_history(res.run_id, key)}
@@ -102,7 +116,16 @@ def test_test_error_trace_of_trunk_members(tmp_path):
     """The dense test-error trace of every member equals a separate run's per-step test error."""
     onsets = [0, 6, 15]
     sched = onset_chain(onsets, 20)
-    cfgs = [small_matcomp(tmp_path, switch={"at_step": t}, train={"steps_after_switch": 20}, trainer={"dtype": "float64"}, log={"trace_every_n_steps": 1}) for t in onsets]
+    cfgs = [
+        small_matcomp(
+            tmp_path,
+            switch={"at_step": t},
+            train={"steps_after_switch": 20},
+            trainer={"dtype": "float64"},
+            log={"trace_every_n_steps": 1},
+        )
+        for t in onsets
+    ]
     module = build_module(cfgs)
     module.set_member_schedule(sched.starts, sched.ends, sched.sources)
     fit(module, [TaskSwitch(sched.switch_steps)], steps=max(sched.ends))
@@ -123,13 +146,23 @@ def test_several_steps_per_lightning_step_change_nothing(tmp_path, list_logger, 
     sched = onset_chain(onsets, after)
 
     def run(k, logger):
-        cfgs = [small_matcomp(tmp_path, switch={"at_step": t}, train={"steps_after_switch": after}, trainer={"dtype": "float64"}) for t in onsets]
+        cfgs = [
+            small_matcomp(
+                tmp_path, switch={"at_step": t}, train={"steps_after_switch": after}, trainer={"dtype": "float64"}
+            )
+            for t in onsets
+        ]
         module = build_module(cfgs)
         module.set_member_schedule(sched.starts, sched.ends, sched.sources)
         if k > 1:
             module.set_steps_per_call(k)
         rec = RecordW()
-        trainer = fit(module, [TaskSwitch(sched.switch_steps), SingularValueLogger(every_n_steps=5, top_k=3), rec], logger=logger, steps=max(sched.ends))
+        trainer = fit(
+            module,
+            [TaskSwitch(sched.switch_steps), SingularValueLogger(every_n_steps=5, top_k=3), rec],
+            logger=logger,
+            steps=max(sched.ends),
+        )
         return module, rec, trainer
 
     ref_logger = ListLogger()

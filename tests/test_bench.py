@@ -16,13 +16,17 @@ def test_sweep_bench_cells_follow_the_paper_onsets():
 
 
 def test_sweep_bench_agrees_with_the_plain_loop(one_thread):
-    out = bench_sweep(scale=0.003, repeats=2, overrides=["model.init_scale=1.0", "optim.lr=1.0"])  # onsets 0..300, 90 steps after each
+    out = bench_sweep(
+        scale=0.003, repeats=2, overrides=["model.init_scale=1.0", "optim.lr=1.0"]
+    )  # onsets 0..300, 90 steps after each
     assert out["cells"] == 9 and out["repeats"] == 2 and len(out["speedups"]) == 2
     assert all(math.isfinite(r) and r > 0 for r in out["speedups"])
     assert out["speedup"] == pytest.approx(out["plain_seconds"] / out["framework_seconds"])
     # the same init, data and steps: final test errors agree to float32 rounding
     assert out["max_final_diff"] < 1e-5
-    assert max(out["plain_final"]) - min(out["plain_final"]) > 5e-3  # the cells differ, so the comparison means something
+    assert (
+        max(out["plain_final"]) - min(out["plain_final"]) > 5e-3
+    )  # the cells differ, so the comparison means something
 
 
 @pytest.mark.parametrize("arg", ["scale=0", "scale=abc", "repeats=0", "speed=3"])

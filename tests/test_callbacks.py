@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import small_matcomp
 from cpl.callbacks import SingularValueLogger, TaskSwitch, effective_rank, numerical_rank
 from cpl.families.matcomp.experiment import build_module
-
-from conftest import small_matcomp
 from test_matcomp_module import RecordW, fit
 
 
@@ -37,7 +36,9 @@ def test_task_switch_errors(tmp_path):
     with pytest.raises(ValueError, match=r"Expected `at_step` >= 0, got -3"):
         TaskSwitch(-3)
     module = build_module([small_matcomp(tmp_path)])
-    with pytest.raises(ValueError, match=r"TaskSwitch: task 'other' is not one of the module's tasks \['pretrain', 'final'\]"):
+    with pytest.raises(
+        ValueError, match=r"TaskSwitch: task 'other' is not one of the module's tasks \['pretrain', 'final'\]"
+    ):
         fit(module, [TaskSwitch(3, to_task="other")], steps=2)
     with pytest.raises(ValueError, match=r"TaskSwitch: expected one `at_step` per member \(1\), got 2"):
         fit(module, [TaskSwitch([1, 2])], steps=2)
@@ -47,7 +48,9 @@ def test_task_switch_errors(tmp_path):
             super().__init__()
             self.w = torch.nn.Parameter(torch.zeros(1))
 
-    with pytest.raises(AttributeError, match=r"TaskSwitch needs a LightningModule with named tasks \(`task_names`\); Bare has none"):
+    with pytest.raises(
+        AttributeError, match=r"TaskSwitch needs a LightningModule with named tasks \(`task_names`\); Bare has none"
+    ):
         TaskSwitch(1).setup(None, Bare(), "fit")
 
 
@@ -69,7 +72,9 @@ def test_singular_value_logger_values_and_interval(tmp_path, list_logger):
                 proj = u_ref[e][:, i] @ w @ vh_ref[e][i]
                 assert list_logger.series(f"member{e}/sv_ref/{i + 1}")[step] == pytest.approx(proj, rel=1e-3, abs=1e-6)
             p = s / s.sum()
-            assert list_logger.series(f"member{e}/sv/effective_rank")[step] == pytest.approx(np.exp(-(p * np.log(p)).sum()), rel=1e-4)
+            assert list_logger.series(f"member{e}/sv/effective_rank")[step] == pytest.approx(
+                np.exp(-(p * np.log(p)).sum()), rel=1e-4
+            )
             assert list_logger.series(f"member{e}/sv/numerical_rank")[step] == int((s > 1e-2 * s[0]).sum())
     hist = svl.history()
     assert hist["steps"] == sorted(logged) and tuple(hist["values"].shape) == (6, 2, 4)
@@ -84,7 +89,10 @@ def test_singular_value_logger_errors():
     class Bare(L.LightningModule):
         pass
 
-    with pytest.raises(AttributeError, match=r"SingularValueLogger needs a LightningModule with a matrix to analyse \(`end_to_end`\); Bare has none"):
+    with pytest.raises(
+        AttributeError,
+        match=r"SingularValueLogger needs a LightningModule with a matrix to analyse \(`end_to_end`\); Bare has none",
+    ):
         SingularValueLogger().setup(None, Bare(), "fit")
 
 
@@ -109,7 +117,14 @@ def test_singular_value_logger_on_a_foreign_module(list_logger):
     module = Linear()
     svl = SingularValueLogger(every_n_steps=4, top_k=3, matrix="weight_matrix")
     Linear.weight_matrix = property(lambda self: self.lin.weight)
-    trainer = L.Trainer(max_steps=12, logger=list_logger, callbacks=[svl], enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer = L.Trainer(
+        max_steps=12,
+        logger=list_logger,
+        callbacks=[svl],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     trainer.fit(module)
     s = torch.linalg.svdvals(module.lin.weight.detach())
     assert list_logger.series("sv/1")[12] == pytest.approx(float(s[0]), rel=1e-5)
@@ -143,7 +158,12 @@ def test_singular_values_match_float64_svd(shape):
     k = min(n, m)
     u = torch.linalg.qr(torch.randn(*shape[:-2], n, k, generator=g, dtype=torch.float64))[0]
     v = torch.linalg.qr(torch.randn(*shape[:-2], m, k, generator=g, dtype=torch.float64))[0]
-    s = torch.cat([torch.tensor([30.0, 20.0, 10.0, 5.0, 1.0], dtype=torch.float64), torch.logspace(-2, -8, k - 5, dtype=torch.float64)])
+    s = torch.cat(
+        [
+            torch.tensor([30.0, 20.0, 10.0, 5.0, 1.0], dtype=torch.float64),
+            torch.logspace(-2, -8, k - 5, dtype=torch.float64),
+        ]
+    )
     w = ((u * s) @ v.mT).float()
     ref = torch.linalg.svdvals(w.double())
     got = singular_values(w)
@@ -151,4 +171,7 @@ def test_singular_values_match_float64_svd(shape):
     assert torch.all(got[..., :-1] >= got[..., 1:])  # largest first
     torch.testing.assert_close(got.double(), ref, rtol=1e-6, atol=1e-6)
     # at least as accurate as float32 svdvals on the leading values
-    assert float((got[..., :10].double() - ref[..., :10]).abs().max()) <= float((torch.linalg.svdvals(w)[..., :10].double() - ref[..., :10]).abs().max()) + 1e-7
+    assert (
+        float((got[..., :10].double() - ref[..., :10]).abs().max())
+        <= float((torch.linalg.svdvals(w)[..., :10].double() - ref[..., :10]).abs().max()) + 1e-7
+    )

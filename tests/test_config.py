@@ -26,7 +26,13 @@ def test_dotlist_overrides_apply():
 
 
 def test_unknown_key_names_key_and_allowed_keys():
-    with pytest.raises(ConfigError, match=r"Unknown config key 'model.dept'.*Allowed keys under 'model': depth, init, init_scale.*Did you mean 'model.depth'"):
+    with pytest.raises(
+        ConfigError,
+        match=(
+            r"Unknown config key 'model.dept'.*Allowed keys under 'model': depth, init, init_scale.*Did you "
+            r"mean 'model.depth'"
+        ),
+    ):
         load_config("matcomp_rank10to5", ["model.dept=4"])
 
 
@@ -61,7 +67,10 @@ def test_unknown_conf_lists_available():
         ("task.pretrain_task=other", r"'task.pretrain_task': got 'other'; allowed: independent or same"),
         ("trainer.dtype=float16", r"'trainer.dtype': got 'float16'; allowed: float32 or float64"),
         ("log.every_n_steps=0", r"'log.every_n_steps': got 0; allowed: an integer >= 1"),
-        ("trainer.ckpt_path=/no/such.ckpt", r"'trainer.ckpt_path': got '/no/such.ckpt'; allowed: the path of an existing checkpoint"),
+        (
+            "trainer.ckpt_path=/no/such.ckpt",
+            r"'trainer.ckpt_path': got '/no/such.ckpt'; allowed: the path of an existing checkpoint",
+        ),
     ],
 )
 def test_impossible_values(override, pattern):
@@ -70,7 +79,9 @@ def test_impossible_values(override, pattern):
 
 
 def test_switch_beyond_end_of_run():
-    with pytest.raises(ConfigError, match=r"'switch.at_step': got 60000; allowed: a step within the run, <= train.max_steps=50000"):
+    with pytest.raises(
+        ConfigError, match=r"'switch.at_step': got 60000; allowed: a step within the run, <= train.max_steps=50000"
+    ):
         load_config("matcomp_rank10to5", ["switch.at_step=60000", "train.max_steps=50000"])
 
 
@@ -91,7 +102,13 @@ def test_every_conf_loads():
 
 
 def _cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
 
 
 def test_cli_help_lists_confs_and_syntax():
@@ -108,5 +125,7 @@ def test_cli_reports_config_error_before_training():
 
 
 def test_sv_log_interval_must_be_a_multiple_of_the_readout():
-    with pytest.raises(ConfigError, match=r"'log.sv_log_every_n_steps': got 15; allowed: null or a multiple of log.sv_every_n_steps=10"):
+    with pytest.raises(
+        ConfigError, match=r"'log.sv_log_every_n_steps': got 15; allowed: null or a multiple of log.sv_every_n_steps=10"
+    ):
         load_config("matcomp_rank10to5", ["log.sv_log_every_n_steps=15"])

@@ -5,17 +5,24 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import small_matcomp
 from cpl.callbacks import TaskSwitch
 from cpl.families.matcomp.experiment import build_module
 from cpl.families.matcomp.model import DeepMatrixFactorization
-
-from conftest import small_matcomp
 from reference import errors, plain_matcomp_gd
 
 
 def fit(module, callbacks, logger=None, steps=None):
-    trainer = L.Trainer(max_steps=steps or module.max_steps, max_epochs=-1, logger=logger or False, callbacks=callbacks,
-                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, accelerator="cpu")
+    trainer = L.Trainer(
+        max_steps=steps or module.max_steps,
+        max_epochs=-1,
+        logger=logger or False,
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+    )
     trainer.fit(module)
     return trainer
 
@@ -38,7 +45,9 @@ def test_module_follows_plain_gd_across_the_switch(tmp_path, list_logger):
     rec = RecordW()
     fit(module, [TaskSwitch(cfg.switch.at_step), rec], logger=list_logger)
     t = module.targets
-    ref = plain_matcomp_gd(init, t[0, 0], module.masks[0, 0], t[1, 0], module.masks[1, 0], cfg.optim.lr, cfg.switch.at_step, 60)
+    ref = plain_matcomp_gd(
+        init, t[0, 0], module.masks[0, 0], t[1, 0], module.masks[1, 0], cfg.optim.lr, cfg.switch.at_step, 60
+    )
     for step in (1, 29, 30, 31, 60):
         np.testing.assert_allclose(rec.ws[step][0], ref[step], rtol=1e-9, atol=1e-12)
     # logged test errors (every 10 steps and at step 0) equal an independent computation
@@ -60,13 +69,18 @@ def test_module_follows_plain_gd_across_the_switch(tmp_path, list_logger):
 
 def test_member_equivalence(tmp_path):
     """Member e of an E = 3 module follows the trajectory of a separate E = 1 run with the same seed."""
-    cfgs = [small_matcomp(tmp_path, seed=s, task={"n_obs": 120 + 20 * s}, model={"init_scale": 0.1 * (s + 1)}) for s in range(3)]
+    cfgs = [
+        small_matcomp(tmp_path, seed=s, task={"n_obs": 120 + 20 * s}, model={"init_scale": 0.1 * (s + 1)})
+        for s in range(3)
+    ]
     batched = build_module(cfgs)
     singles = [build_module([cfg]) for cfg in cfgs]
     for e, single in enumerate(singles):
         for fb, fs in zip(batched.model.factors, single.model.factors):
             assert torch.equal(fb[e], fs[0])  # same init, bit for bit
-        assert torch.equal(batched.targets[:, e], single.targets[:, 0]) and torch.equal(batched.masks[:, e], single.masks[:, 0])
+        assert torch.equal(batched.targets[:, e], single.targets[:, 0]) and torch.equal(
+            batched.masks[:, e], single.masks[:, 0]
+        )
     rec = RecordW()
     fit(batched, [TaskSwitch([10, 30, 50]), rec], steps=60)
     for e, (single, at) in enumerate(zip(singles, [10, 30, 50])):
@@ -98,7 +112,9 @@ def test_divergence_raises_with_advice(tmp_path):
 @pytest.mark.parametrize("depth", [1, 2, 3, 5])
 def test_closed_form_gradient_equals_autograd(tmp_path, depth):
     """MatrixCompletionModule.backward_step (closed form) against autograd on the same loss."""
-    module = build_module([small_matcomp(tmp_path, seed=s, model={"depth": depth}, trainer={"dtype": "float64"}) for s in range(3)])
+    module = build_module(
+        [small_matcomp(tmp_path, seed=s, model={"depth": depth}, trainer={"dtype": "float64"}) for s in range(3)]
+    )
     module.set_member_schedule([0, 0, 0], [10, 10, 0], [None, None, None])  # member 2 inactive
     module._select(0)
     loss = module.backward_step()
@@ -117,7 +133,10 @@ def test_closed_form_gradient_equals_autograd(tmp_path, depth):
 @pytest.mark.parametrize("members", [(0, 1), (0, 2)])  # a slice of the parameters, and an index
 def test_fused_sgd_step_equals_gradient_then_sgd(tmp_path, depth, members):
     """sgd_step (update fused into the products) against backward_step followed by the SGD update."""
-    cfgs = [small_matcomp(tmp_path, seed=s, model={"depth": depth, "init_scale": 0.5}, trainer={"dtype": "float64"}) for s in range(3)]
+    cfgs = [
+        small_matcomp(tmp_path, seed=s, model={"depth": depth, "init_scale": 0.5}, trainer={"dtype": "float64"})
+        for s in range(3)
+    ]
     fused, plain = build_module(cfgs), build_module(cfgs)
     ends = [10 if e in members else 0 for e in range(3)]
     for m in (fused, plain):

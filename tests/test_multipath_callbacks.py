@@ -13,21 +13,32 @@ from torch import nn
 
 from cpl.callbacks import GatingDeficit, ModeLesion, ScheduleEvent, SingularValueLogger, collect_schedule
 from cpl.families.multipath.data import hierarchical_task
-from cpl.families.multipath.module import MultiPathwayModule
 from cpl.families.multipath.model import MultiPathwayNet
+from cpl.families.multipath.module import MultiPathwayModule
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
 
 def _trainer(callbacks, max_steps):
-    return L.Trainer(max_steps=max_steps, max_epochs=-1, logger=False, callbacks=list(callbacks), enable_progress_bar=False,
-                     enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    return L.Trainer(
+        max_steps=max_steps,
+        max_epochs=-1,
+        logger=False,
+        callbacks=list(callbacks),
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
 
 
 def _module(depth=3, width=12, init="svd", max_steps=60):
     task = hierarchical_task(3)
-    net = MultiPathwayNet(8, 15, depth=depth, width=width, basis=(task.u, task.v), init=init, init_scale=0.05, dtype=torch.float64)
+    net = MultiPathwayNet(
+        8, 15, depth=depth, width=width, basis=(task.u, task.v), init=init, init_scale=0.05, dtype=torch.float64
+    )
     return MultiPathwayModule(net, task, lr=0.05, log_every_n_steps=10, max_steps=max_steps)
 
 
@@ -51,7 +62,11 @@ def _hand_loop(factors, target, lr, steps, gate=None, lesion=None):
             w = _prod(fs)
             if lesion is not None and name == lesion[0] and lesion[4] <= step < lesion[5]:
                 u, v = lesion[1], lesion[2]
-                w = (torch.eye(u.shape[0], dtype=w.dtype) - u[:, None] * u[None]) @ w @ (torch.eye(v.shape[0], dtype=w.dtype) - v[:, None] * v[None])
+                w = (
+                    (torch.eye(u.shape[0], dtype=w.dtype) - u[:, None] * u[None])
+                    @ w
+                    @ (torch.eye(v.shape[0], dtype=w.dtype) - v[:, None] * v[None])
+                )
             if gate is not None and name == gate[0] and gate[1] <= step < gate[2]:
                 w = w.detach()
             out = out + w
@@ -108,7 +123,14 @@ def test_mode_lesion_matches_hand_projected_loop_and_ends():
 def test_mode_lesion_zeroes_the_mode_in_the_task_basis():
     module = _module(max_steps=20)
     lesion = ModeLesion(pathway="a", mode=2)
-    svs = SingularValueLogger(every_n_steps=5, top_k=8, matrix="pathway_map", matrix_kwargs={"name": "a"}, reference="task_basis", prefix="pathway_a")
+    svs = SingularValueLogger(
+        every_n_steps=5,
+        top_k=8,
+        matrix="pathway_map",
+        matrix_kwargs={"name": "a"},
+        reference="task_basis",
+        prefix="pathway_a",
+    )
     _trainer([lesion, svs], 20).fit(module)
     k = svs.history()["projections"][:, 0]  # (T, 8): K_a per mode, as logged
     assert torch.all(k[:, 2].abs() < 1e-12) and torch.all(k[:, [0, 1, 3]].abs() > 1e-3)
@@ -122,8 +144,12 @@ class TwoBranch(L.LightningModule):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        self.encoder = nn.ModuleDict({"left": nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)),
-                                      "right": nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))})
+        self.encoder = nn.ModuleDict(
+            {
+                "left": nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)),
+                "right": nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)),
+            }
+        )
         g = torch.Generator().manual_seed(1)
         self.x = torch.randn(16, 4, generator=g)
         self.y = torch.randn(16, 2, generator=g)
@@ -164,21 +190,28 @@ def test_gating_deficit_on_a_non_cpl_nonlinear_module():
 
 
 def test_contract_errors_in_setup():
-    with pytest.raises(AttributeError, match=r"GatingDeficit needs a LightningModule with a submodule `encoder.middle`"):
+    with pytest.raises(
+        AttributeError, match=r"GatingDeficit needs a LightningModule with a submodule `encoder.middle`"
+    ):
         _trainer([GatingDeficit("middle", root="encoder")], 2).fit(TwoBranch())
-    with pytest.raises(AttributeError, match=r"ModeLesion needs a LightningModule with the task basis \(U, V\) \(`task_basis`\)"):
+    with pytest.raises(
+        AttributeError, match=r"ModeLesion needs a LightningModule with the task basis \(U, V\) \(`task_basis`\)"
+    ):
         _trainer([ModeLesion("left", root="encoder")], 2).fit(TwoBranch())
     with pytest.raises(ValueError, match=r"ModeLesion: expected `mode` < 8 .* got 8"):
         _trainer([ModeLesion("a", mode=8)], 2).fit(_module())
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: GatingDeficit(start=-1), r"Expected `start` >= 0, got -1"),
-    (lambda: GatingDeficit(start=5, end=5), r"Expected `end` > `start` \(5\) or None, got 5"),
-    (lambda: GatingDeficit(pathway=""), r"Expected `pathway` to be a non-empty submodule name, got ''"),
-    (lambda: ModeLesion(mode=-2), r"Expected `mode` >= 0, got -2"),
-    (lambda: ModeLesion(start=3, end=1), r"Expected `end` > `start` \(3\) or None, got 1"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: GatingDeficit(start=-1), r"Expected `start` >= 0, got -1"),
+        (lambda: GatingDeficit(start=5, end=5), r"Expected `end` > `start` \(5\) or None, got 5"),
+        (lambda: GatingDeficit(pathway=""), r"Expected `pathway` to be a non-empty submodule name, got ''"),
+        (lambda: ModeLesion(mode=-2), r"Expected `mode` >= 0, got -2"),
+        (lambda: ModeLesion(start=3, end=1), r"Expected `end` > `start` \(3\) or None, got 1"),
+    ],
+)
 def test_argument_errors(make, match):
     with pytest.raises(ValueError, match=match):
         make()

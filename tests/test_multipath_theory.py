@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from cpl.families.multipath.data import hierarchical_targets, hierarchical_task
-from cpl.families.multipath.model import svd_init_gains
 from cpl.families.multipath.figures import phase_portrait_figure
+from cpl.families.multipath.model import svd_init_gains
 from cpl.families.multipath.phase import INITS, flow_field, phase_trajectory
 from cpl.theory import multipath as th
 
@@ -45,7 +45,10 @@ def _hand_euler(p, q, s, depth, lr, n, gate_b, lesion_a_mode):
             for P in (0, 1):
                 if (P == 1 and gated) or (P == 0 and lesioned):
                     continue
-                new[P] = (p[P][m] + lr * q[P][m] ** (depth - 1) * omega, q[P][m] + lr * p[P][m] * q[P][m] ** (depth - 2) * omega)
+                new[P] = (
+                    p[P][m] + lr * q[P][m] ** (depth - 1) * omega,
+                    q[P][m] + lr * p[P][m] * q[P][m] ** (depth - 2) * omega,
+                )
             for P, (pp, qq) in new.items():
                 p[P][m], q[P][m] = pp, qq
     return np.array(p), np.array(q)
@@ -85,7 +88,10 @@ def test_flow_vs_discrete_deviation_is_order_lr():
         p, q = th.discrete_map(p0, p0.copy(), s, depth, lr, n, gates)
         pf, qf = th.gradient_flow(p0, p0.copy(), s, depth, lr, 0, n, gates)(np.arange(n + 1))
         devs[lr] = float(np.max(np.abs(th.strengths(p, q, depth) - th.strengths(pf, qf, depth))))
-    print(f"\nmax |K_discrete - K_flow| (deficit 0-1.5 time units, D=4): lr=0.01: {devs[0.01]:.4f}, lr=0.005: {devs[0.005]:.4f}")
+    print(
+        f"\nmax |K_discrete - K_flow| (deficit 0-1.5 time units, D=4): lr=0.01: {devs[0.01]:.4f}, lr=0.005: "
+        f"{devs[0.005]:.4f}"
+    )
     assert devs[0.01] < 0.5
     assert 1.7 < devs[0.01] / devs[0.005] < 2.3  # first order in lr
 
@@ -177,6 +183,11 @@ def test_phase_portrait_script(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         script.main(["--help"])
     assert exc.value.code == 0 and "--depths" in capsys.readouterr().out
-    assert script.main(["--depths", "2", "5", "--epochs", "120", "--inits", "small", "--out", str(tmp_path), "--no-mlflow"]) == 0
+    assert (
+        script.main(
+            ["--depths", "2", "5", "--epochs", "120", "--inits", "small", "--out", str(tmp_path), "--no-mlflow"]
+        )
+        == 0
+    )
     assert (tmp_path / "phase_small.png").is_file()
     assert "early D=5" in capsys.readouterr().out

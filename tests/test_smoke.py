@@ -15,6 +15,12 @@ from cpl.run import build
 def test_conf_fast_dev_run(name):
     cfg = load_config(name)
     exp = build(cfg)
-    trainer = L.Trainer(fast_dev_run=True, callbacks=exp.callbacks, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer = L.Trainer(
+        fast_dev_run=True,
+        callbacks=exp.callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(exp.module)
     assert trainer.global_step == 1

@@ -48,19 +48,43 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str) -> set[str]:
 @pytest.mark.parametrize(
     "sweep, match",
     [
-        (dict(grid={"model.dept": [1, 2], "switch.at_step": [0]}), r"Unknown config key 'model.dept'.*Did you mean 'model.depth'"),
+        (
+            dict(grid={"model.dept": [1, 2], "switch.at_step": [0]}),
+            r"Unknown config key 'model.dept'.*Did you mean 'model.depth'",
+        ),
         (dict(grid={"model.depth": [0, 1], "switch.at_step": [0]}), r"Invalid value for 'model.depth': got 0"),
         (dict(grid={"model.depth": ["a"], "switch.at_step": [0]}), r"Config key 'model.depth'.*wrong type"),
-        (dict(grid={"model.depth": 3, "switch.at_step": [0]}), r"Invalid value for 'sweep.grid.model.depth'.*a list of values"),
-        (dict(grid={"model.depth": [], "switch.at_step": [0]}), r"Invalid value for 'sweep.grid.model.depth'.*non-empty list"),
-        (dict(grid={"model.depth": [2, 2], "switch.at_step": [0]}), r"Invalid value for 'sweep.grid.model.depth'.*without repeated"),
+        (
+            dict(grid={"model.depth": 3, "switch.at_step": [0]}),
+            r"Invalid value for 'sweep.grid.model.depth'.*a list of values",
+        ),
+        (
+            dict(grid={"model.depth": [], "switch.at_step": [0]}),
+            r"Invalid value for 'sweep.grid.model.depth'.*non-empty list",
+        ),
+        (
+            dict(grid={"model.depth": [2, 2], "switch.at_step": [0]}),
+            r"Invalid value for 'sweep.grid.model.depth'.*without repeated",
+        ),
         (dict(grid={}), r"Invalid value for 'sweep.grid'"),
-        (dict(grid={"tracking.uri": ["a", "b"], "switch.at_step": [0]}), r"Invalid value for 'sweep.grid.tracking.uri'"),
-        (dict(grid={"model.depth": [1], "switch.at_step": [0]}, group_by="seed"), r"Invalid value for 'sweep.group_by': got 'seed'"),
+        (
+            dict(grid={"tracking.uri": ["a", "b"], "switch.at_step": [0]}),
+            r"Invalid value for 'sweep.grid.tracking.uri'",
+        ),
+        (
+            dict(grid={"model.depth": [1], "switch.at_step": [0]}, group_by="seed"),
+            r"Invalid value for 'sweep.group_by': got 'seed'",
+        ),
         (dict(grid={"model.depth": [1]}), r"Invalid value for 'sweep.onset_key': got 'switch.at_step'"),
-        (dict(grid={"model.depth": [1], "switch.at_step": [0]}, executor="slurm"), r"Invalid value for 'sweep.executor'"),
+        (
+            dict(grid={"model.depth": [1], "switch.at_step": [0]}, executor="slurm"),
+            r"Invalid value for 'sweep.executor'",
+        ),
         (dict(grid={"model.depth": [1], "switch.at_step": [0]}, processes=-1), r"Invalid value for 'sweep.processes'"),
-        (dict(grid={"model.depth": [1], "switch.at_step": [0]}, grp_by="model.depth"), r"Unknown config key 'sweep.grp_by'.*Did you mean 'sweep.group_by'"),
+        (
+            dict(grid={"model.depth": [1], "switch.at_step": [0]}, grp_by="model.depth"),
+            r"Unknown config key 'sweep.grp_by'.*Did you mean 'sweep.group_by'",
+        ),
         (dict(grid={"switch.at_step": [0, 100000]}), r"Invalid value for 'switch.at_step'"),
     ],
 )
@@ -75,9 +99,14 @@ def test_sweep_needs_tracking(tmp_path):
 
 
 def test_inline_grid_and_misspelt_sweep_key_from_the_command_line():
-    sweep = load_sweep("matcomp_rank10to5", ["sweep.grid.model.depth=[1,2,3]", "sweep.grid.switch.at_step=[0,1000,5000]"])
+    sweep = load_sweep(
+        "matcomp_rank10to5", ["sweep.grid.model.depth=[1,2,3]", "sweep.grid.switch.at_step=[0,1000,5000]"]
+    )
     assert len(sweep.cells) == 9 and sweep.settings.group_by == "model.depth"
-    assert [c.values for c in sweep.cells[:2]] == [{"model.depth": 1, "switch.at_step": 0}, {"model.depth": 1, "switch.at_step": 1000}]
+    assert [c.values for c in sweep.cells[:2]] == [
+        {"model.depth": 1, "switch.at_step": 0},
+        {"model.depth": 1, "switch.at_step": 1000},
+    ]
     assert all("sweep" not in c.config for c in sweep.cells)
     assert sweep.cells[4].config.model.depth == 2 and sweep.cells[4].config.switch.at_step == 1000
     assert sweep.cells[0].config.trainer.progress_bar is False
@@ -134,7 +163,9 @@ def test_cli_help_and_config_error(capsys):
 
 
 def test_local_sweep_records_parent_children_and_summary(tmp_path):
-    sweep = make_sweep(tiny_base(tmp_path), name="tiny_sweep", grid={"model.depth": [1, 2], "switch.at_step": [0, 150]}, threshold=0.01)
+    sweep = make_sweep(
+        tiny_base(tmp_path), name="tiny_sweep", grid={"model.depth": [1, 2], "switch.at_step": [0, 150]}, threshold=0.01
+    )
     result = run_sweep(sweep, progress=False)
     client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
 
@@ -157,7 +188,11 @@ def test_local_sweep_records_parent_children_and_summary(tmp_path):
     assert len(client.search_runs([exp_id], filter_string="params.`model.depth` = '2'")) == 2
 
     # summary: CSV, figures, metrics
-    assert {"summary/critical_period_table.csv", "summary/relative_error.png", "summary/final_error.png"} <= artifact_paths(client, parent.info.run_id, "summary")
+    assert {
+        "summary/critical_period_table.csv",
+        "summary/relative_error.png",
+        "summary/final_error.png",
+    } <= artifact_paths(client, parent.info.run_id, "summary")
     local = client.download_artifacts(parent.info.run_id, "summary/critical_period_table.csv", str(tmp_path))
     table = list(csv.DictReader(io.StringIO(open(local).read())))
     assert len(table) == 4 and {r["status"] for r in table} == {"FINISHED"}
@@ -166,7 +201,9 @@ def test_local_sweep_records_parent_children_and_summary(tmp_path):
         assert float(rows[(depth, "0")]["relative_error"]) == 0.0
         expected = float(rows[(depth, "150")]["test/final_error"]) - float(rows[(depth, "0")]["test/final_error"])
         assert float(rows[(depth, "150")]["relative_error"]) == pytest.approx(expected)
-        assert float(rows[(depth, "150")]["test/final_error"]) == pytest.approx(by_cell[sweep.cells[int(rows[(depth, "150")]["cell"])].index].data.metrics["test/final_error"])
+        assert float(rows[(depth, "150")]["test/final_error"]) == pytest.approx(
+            by_cell[sweep.cells[int(rows[(depth, "150")]["cell"])].index].data.metrics["test/final_error"]
+        )
     m = parent.data.metrics
     assert m["sweep/n_cells"] == 4 and m["sweep/n_finished"] == 4 and m["sweep/n_failed"] == 0
     assert {"critical_period/model.depth_1", "critical_period/model.depth_2"} <= set(m)
@@ -177,7 +214,10 @@ def test_local_sweep_records_parent_children_and_summary(tmp_path):
 
 
 def test_failing_cell_is_reported_and_the_sweep_goes_on(tmp_path):
-    sweep = make_sweep(tiny_base(tmp_path, switch=dict(at_step=0), train=dict(steps_after_switch=60)), grid={"optim.lr": [3.0, 1.0e4], "switch.at_step": [0]})
+    sweep = make_sweep(
+        tiny_base(tmp_path, switch=dict(at_step=0), train=dict(steps_after_switch=60)),
+        grid={"optim.lr": [3.0, 1.0e4], "switch.at_step": [0]},
+    )
     result = run_sweep(sweep, progress=False)
     assert [r["status"] for r in result.rows] == ["FINISHED", "FAILED"]
     assert "DivergenceError" in result.rows[1]["error"] and len(result.failed) == 1
@@ -213,15 +253,22 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_cells(tmp_path, ba
         # one cell a fit, or (batched) one depth a fit: interrupt the 3rd cell's or the 2nd depth's fit
         run_sweep(sweep, callbacks=[InterruptAtFit(2 if batched else 3)], progress=False)
     client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
-    parents = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id], filter_string="tags.`cpl.sweep.role` = 'parent'")
+    parents = client.search_runs(
+        [client.get_experiment_by_name("sweeps").experiment_id], filter_string="tags.`cpl.sweep.role` = 'parent'"
+    )
     assert len(parents) == 1 and parents[0].info.status == "KILLED"
     parent_id = parents[0].info.run_id
     first = {k.info.run_id: k for k in children(client, parent_id)}
-    assert sorted(k.info.status for k in first.values()) == ["FINISHED", "FINISHED", "KILLED"] + (["KILLED"] if batched else [])
+    assert sorted(k.info.status for k in first.values()) == ["FINISHED", "FINISHED", "KILLED"] + (
+        ["KILLED"] if batched else []
+    )
     finished = {k.data.tags["cpl.sweep.cell_hash"] for k in first.values() if k.info.status == "FINISHED"}
 
     # the same sweep again (rebuilt from scratch): same parent, finished cells skipped
-    result = run_sweep(make_sweep(tiny_base(tmp_path), grid={"model.depth": [1, 2], "switch.at_step": [0, 100]}, batched=batched), progress=False)
+    result = run_sweep(
+        make_sweep(tiny_base(tmp_path), grid={"model.depth": [1, 2], "switch.at_step": [0, 100]}, batched=batched),
+        progress=False,
+    )
     assert result.resumed_parent and result.parent_run_id == parent_id
     kids = children(client, parent_id)
     new = [k for k in kids if k.info.run_id not in first]
@@ -236,7 +283,10 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_cells(tmp_path, ba
 
 @pytest.mark.slow
 def test_quick_depth_sweep_relative_error_rises_with_depth(tmp_path, monkeypatch):
-    sweep = load_sweep("matcomp_depth_sweep_quick", [f"tracking.uri=sqlite:///{tmp_path}/m.db", f"trainer.checkpoint_dir={tmp_path}/ckpt"])
+    sweep = load_sweep(
+        "matcomp_depth_sweep_quick",
+        [f"tracking.uri=sqlite:///{tmp_path}/m.db", f"trainer.checkpoint_dir={tmp_path}/ckpt"],
+    )
     result = run_sweep(sweep, progress=False)
     assert not result.failed
     last = max(sweep.grid["switch.at_step"])
@@ -258,9 +308,21 @@ def test_a_sweep_conf_loads_as_its_base_for_a_single_run():
 
 
 def test_cli_runs_an_inline_grid_and_reports_failed_cells(tmp_path, capsys):
-    args = ["conf=matcomp_rank10to5", "task.size=20", "task.pretrain_rank=4", "task.final_rank=2", "task.n_obs=150", "train.steps_after_switch=60",
-            "log.figures=false", "log.every_n_steps=50", "log.sv_every_n_steps=50", f"tracking.uri=sqlite:///{tmp_path}/m.db",
-            f"trainer.checkpoint_dir={tmp_path}/ckpt", "sweep.grid.optim.lr=[3.0,1.0e4]", "sweep.grid.switch.at_step=[0]"]
+    args = [
+        "conf=matcomp_rank10to5",
+        "task.size=20",
+        "task.pretrain_rank=4",
+        "task.final_rank=2",
+        "task.n_obs=150",
+        "train.steps_after_switch=60",
+        "log.figures=false",
+        "log.every_n_steps=50",
+        "log.sv_every_n_steps=50",
+        f"tracking.uri=sqlite:///{tmp_path}/m.db",
+        f"trainer.checkpoint_dir={tmp_path}/ckpt",
+        "sweep.grid.optim.lr=[3.0,1.0e4]",
+        "sweep.grid.switch.at_step=[0]",
+    ]
     assert sweep_main(args) == 1  # one cell diverges: reported, exit status 1
     out, err = capsys.readouterr()
     assert "| 0 | 3 | 0 | FINISHED |" in out and "| 1 | 1e+04 | 0 | FAILED |" in out

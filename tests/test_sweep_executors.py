@@ -14,14 +14,20 @@ from mlflow.tracking import MlflowClient
 
 from cpl.config import make_config
 from cpl.sweep import make_sweep, run_sweep
-
 from test_sweep import TINY
 
 GRID = {"model.depth": [1, 2], "switch.at_step": [0, 150]}
 
 
 def tiny_base(uri: str, ckpt: str):
-    return make_config(name="tiny", **{**TINY, "tracking": dict(uri=uri, experiment="sweeps"), "trainer": dict(checkpoint_dir=ckpt, checkpoint_every_n_steps=0)})
+    return make_config(
+        name="tiny",
+        **{
+            **TINY,
+            "tracking": dict(uri=uri, experiment="sweeps"),
+            "trainer": dict(checkpoint_dir=ckpt, checkpoint_every_n_steps=0),
+        },
+    )
 
 
 def check_sweep(client: MlflowClient, result, n_cells: int) -> None:
@@ -32,8 +38,12 @@ def check_sweep(client: MlflowClient, result, n_cells: int) -> None:
     assert len(kids) == n_cells and {k.info.status for k in kids} == {"FINISHED"}
     assert {k.data.tags["cpl.sweep.cell"] for k in kids} == {str(i) for i in range(n_cells)}
     depth2 = client.search_runs([exp_id], filter_string="params.`model.depth` = '2'")
-    assert len(depth2) == n_cells // 2 and all(r.data.tags["mlflow.parentRunId"] == result.parent_run_id for r in depth2)
-    assert {"summary/critical_period_table.csv", "summary/relative_error.png", "summary/final_error.png"} <= {a.path for a in client.list_artifacts(parent.info.run_id, "summary")}
+    assert len(depth2) == n_cells // 2 and all(
+        r.data.tags["mlflow.parentRunId"] == result.parent_run_id for r in depth2
+    )
+    assert {"summary/critical_period_table.csv", "summary/relative_error.png", "summary/final_error.png"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id, "summary")
+    }
     assert parent.data.metrics["sweep/n_finished"] == n_cells and "critical_period/model.depth_2" in parent.data.metrics
 
 
@@ -73,9 +83,24 @@ def mlflow_server(tmp_path):
     The server boots while the test goes on (Ray starts meanwhile); ``wait()`` blocks until /health answers.
     """
     port = _free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-           "--default-artifact-root", "mlflow-artifacts:/", "--artifacts-destination", str(tmp_path / "server-artifacts"),
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/server.db",
+        "--default-artifact-root",
+        "mlflow-artifacts:/",
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     log_path = tmp_path / "server.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -94,8 +119,12 @@ def mlflow_server(tmp_path):
 @pytest.fixture
 def local_ray():
     ray = pytest.importorskip("ray", reason="the ray extra is part of the dev install: pip install -e '.[dev]'")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}} if os.environ.get("PYTHONPATH") else None)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}} if os.environ.get("PYTHONPATH") else None,
+    )
     yield ray
     ray.shutdown()
 
@@ -111,6 +140,9 @@ def test_ray_sweep_logs_to_a_tracking_server(tmp_path, mlflow_server, local_ray)
     check_sweep(client, result, 4)
     assert client.get_run(result.parent_run_id).data.tags["cpl.sweep.executor"] == "ray"
     # the same sweep again resumes from the server without running a cell
-    again = run_sweep(make_sweep(tiny_base(mlflow_server, str(tmp_path / "ckpt")), name="ray_sweep", grid=GRID, executor="ray"), progress=False)
+    again = run_sweep(
+        make_sweep(tiny_base(mlflow_server, str(tmp_path / "ckpt")), name="ray_sweep", grid=GRID, executor="ray"),
+        progress=False,
+    )
     assert again.parent_run_id == result.parent_run_id and all(r["resumed"] for r in again.rows)
     check_sweep(client, again, 4)

@@ -33,7 +33,6 @@ from cpl.theory.factorization import (
     svd_velocity,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -135,7 +134,9 @@ def test_end_to_end_ode_matches_gradient_descent_across_a_switch():
     rel = np.abs(s_gd - s_ode).max(axis=1) / s_ode[:, 0]
     assert rel.max() < 0.02, rel.max()
     # the dynamics really happened on both sides of the switch
-    assert s_ode[steps == t1, 0] > 10 * 0.1 and np.linalg.norm(w_ode[-1] - m2) < 0.5 * np.linalg.norm(w_ode[steps == t1][0] - m2)
+    assert s_ode[steps == t1, 0] > 10 * 0.1 and np.linalg.norm(w_ode[-1] - m2) < 0.5 * np.linalg.norm(
+        w_ode[steps == t1][0] - m2
+    )
 
 
 def test_integrate_end_to_end_splits_at_the_switch():
@@ -145,7 +146,9 @@ def test_integrate_end_to_end_splits_at_the_switch():
     m1, m2 = rng.normal(size=(n, n)), rng.normal(size=(n, n))
     mask = np.ones((n, n))
     w0 = 0.1 * orthogonal(n, rng)
-    both = integrate_end_to_end(w0, [(0.0, m1, mask), (3.0, m2, mask)], [1.0, 3.0, 7.0], depth=2, rtol=1e-10, atol=1e-12)
+    both = integrate_end_to_end(
+        w0, [(0.0, m1, mask), (3.0, m2, mask)], [1.0, 3.0, 7.0], depth=2, rtol=1e-10, atol=1e-12
+    )
     first = integrate_end_to_end(w0, [(0.0, m1, mask)], [3.0], depth=2, rtol=1e-10, atol=1e-12)[-1]
     second = integrate_end_to_end(first, [(3.0, m2, mask)], [7.0], depth=2, t0=3.0, rtol=1e-10, atol=1e-12)[-1]
     np.testing.assert_allclose(both[1], first, atol=1e-12)
@@ -177,7 +180,10 @@ def test_svd_velocity_errors():
 def test_svd_flow_matches_end_to_end_flow_across_a_switch():
     rng = np.random.default_rng(4)
     n, depth = 6, 3
-    m1, m2 = low_rank_matrix(n, 2, torch.Generator().manual_seed(0)).numpy(), low_rank_matrix(n, 3, torch.Generator().manual_seed(1)).numpy()
+    m1, m2 = (
+        low_rank_matrix(n, 2, torch.Generator().manual_seed(0)).numpy(),
+        low_rank_matrix(n, 3, torch.Generator().manual_seed(1)).numpy(),
+    )
     mask = (rng.random((n, n)) < 0.7).astype(float)
     w0 = orthogonal(n, rng) @ np.diag(0.05 * (1 + 0.1 * np.arange(n))[::-1]) @ orthogonal(n, rng).T
     pieces = [(0.0, m1, mask), (20.0, m2, mask)]
@@ -221,7 +227,13 @@ def saxe_gap(lr: float, t_switch: float = 160.0, t_end: float = 320.0, n: int = 
     full = torch.ones(n, n, dtype=torch.float64)
     k1 = int(round(t_switch / lr))
     mt = [(torch.tensor(m1), full), (torch.tensor(m2), full)]
-    steps, w_gd, _ = gradient_descent(aligned_factors(u, v, a0, rng), lambda s: mt[0] if s < k1 else mt[1], lr, int(round(t_end / lr)), max(1, int(round(4 / lr))))
+    steps, w_gd, _ = gradient_descent(
+        aligned_factors(u, v, a0, rng),
+        lambda s: mt[0] if s < k1 else mt[1],
+        lr,
+        int(round(t_end / lr)),
+        max(1, int(round(4 / lr))),
+    )
     a_gd = np.einsum("ik,tij,jk->tk", u, w_gd, v)
     a_th = saxe_piecewise(lr * steps, [(0.0, s1), (t_switch, s2)], a0, time_constant=n * n)
     return float(np.abs(a_gd - a_th).max())
@@ -252,7 +264,9 @@ def test_saxe_piecewise_errors():
 
 def test_joint_basis_detects_a_non_shared_basis():
     rng = np.random.default_rng(0)
-    *_, res = joint_basis(0.01 * rng.normal(size=(5, 5)), [low_rank_matrix(5, 2, torch.Generator().manual_seed(0)).numpy()])
+    *_, res = joint_basis(
+        0.01 * rng.normal(size=(5, 5)), [low_rank_matrix(5, 2, torch.Generator().manual_seed(0)).numpy()]
+    )
     assert res > 1e-4
 
 
@@ -264,7 +278,7 @@ def gradient_flow_two_layer(w1, w2, pieces, times, rtol=1e-10, atol=1e-13):
     nh, ni = w1.shape
     no = w2.shape[0]
     y = np.concatenate([w1.ravel(), w2.ravel()])
-    out, t = [], 0.0
+    out = []
     bounds = [p[0] for p in pieces[1:]] + [np.inf]
     for (start, s), end in zip(pieces, bounds):
         sel = [x for x in times if start <= x < end or (not np.isfinite(end) and x >= start)]
@@ -360,7 +374,9 @@ def test_ntk_matches_the_jacobian():
     ni, nh, no, p = 3, 4, 2, 5
     w1, w2, x = rng.normal(size=(nh, ni)), rng.normal(size=(no, nh)), rng.normal(size=(ni, p))
     xt = torch.tensor(x)
-    jac = torch.autograd.functional.jacobian(lambda a, b: (b @ a @ xt).reshape(-1), (torch.tensor(w1), torch.tensor(w2)))
+    jac = torch.autograd.functional.jacobian(
+        lambda a, b: (b @ a @ xt).reshape(-1), (torch.tensor(w1), torch.tensor(w2))
+    )
     j = torch.cat([jj.reshape(no * p, -1) for jj in jac], dim=1).numpy()
     np.testing.assert_allclose(ntk(w1.T @ w1, w2 @ w2.T, x), j @ j.T, atol=1e-10)
 

@@ -12,12 +12,10 @@ import torch
 
 from cpl.callbacks import ODEReference, ScheduleEvent, TaskSwitch
 from cpl.config import ConfigError, load_config, make_config
-from cpl.run import build
+from cpl.families.matcomp.data import make_matcomp_tasks
 from cpl.families.matcomp.model import DeepMatrixFactorization
 from cpl.families.matcomp.references import BraunReference, FactorizationReference, SaxeReference, make_reference
-from cpl.run import train
-from cpl.families.matcomp.data import make_matcomp_tasks
-
+from cpl.run import build, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,7 +31,9 @@ def small(tmp_path, **over):
     base = dict(
         task=dict(size=20, pretrain_rank=3, final_rank=2, n_obs=400, shared_basis=True),
         model=dict(depth=2, init="aligned", init_scale=0.01),
-        optim=dict(lr=0.5), switch=dict(at_step=300), train=dict(steps_after_switch=300),
+        optim=dict(lr=0.5),
+        switch=dict(at_step=300),
+        train=dict(steps_after_switch=300),
         log=dict(every_n_steps=100, sv_every_n_steps=50, sv_top_k=5),
         ode=dict(enabled=True, kind="saxe", every_n_steps=50),
         tracking=dict(uri=f"sqlite:///{tmp_path}/m.db"),
@@ -50,16 +50,27 @@ def small(tmp_path, **over):
 def test_default_config_is_unchanged():
     cfg = make_config()
     assert cfg.ode.enabled is False and cfg.task.shared_basis is False and cfg.model.init == "gaussian"
-    assert not any(type(cb).__name__ == "ODEReference" for cb in build(make_config(task=dict(size=10, n_obs=50), switch=dict(at_step=2), train=dict(steps_after_switch=3))).callbacks)
+    assert not any(
+        type(cb).__name__ == "ODEReference"
+        for cb in build(
+            make_config(task=dict(size=10, n_obs=50), switch=dict(at_step=2), train=dict(steps_after_switch=3))
+        ).callbacks
+    )
 
 
 @pytest.mark.parametrize(
     "over, match",
     [
-        (dict(ode=dict(kind="euler")), "Invalid value for 'ode.kind': got 'euler'; allowed: factorization, saxe or braun"),
+        (
+            dict(ode=dict(kind="euler")),
+            "Invalid value for 'ode.kind': got 'euler'; allowed: factorization, saxe or braun",
+        ),
         (dict(ode=dict(every_n_steps=0)), "Invalid value for 'ode.every_n_steps'"),
         (dict(ode=dict(rtol=0.0)), "Invalid value for 'ode.rtol'"),
-        (dict(ode=dict(enabled=True, kind="saxe")), r"Invalid value for 'model.depth': got 3; allowed: 2 with ode.kind=saxe"),
+        (
+            dict(ode=dict(enabled=True, kind="saxe")),
+            r"Invalid value for 'model.depth': got 3; allowed: 2 with ode.kind=saxe",
+        ),
         (dict(ode=dict(enabled=True, kind="braun")), r"allowed: 2 with ode.kind=braun"),
         (dict(model=dict(init="orthogonal")), "allowed: gaussian, balanced or aligned"),
     ],
@@ -181,7 +192,12 @@ def test_reference_errors(tmp_path):
     with pytest.raises(ValueError, match="Expected a depth-2 factorisation for Saxe's closed form, got depth 3"):
         SaxeReference().prepare(module, [], 0.5, 0, 10)
     with pytest.raises(ValueError, match="Expected `ode_kind` in"):
-        type(module)(module.model, {"pretrain": (module.targets[0], module.masks[0]), "final": (module.targets[1], module.masks[1])}, lr=0.1, ode_kind="x")
+        type(module)(
+            module.model,
+            {"pretrain": (module.targets[0], module.masks[0]), "final": (module.targets[1], module.masks[1])},
+            lr=0.1,
+            ode_kind="x",
+        )
 
 
 def test_task_pieces_follow_the_schedule(tmp_path):
@@ -202,7 +218,15 @@ def MatCompReferenceOf(module, schedule, start):
 
 
 def test_out_of_conditions_run_warns_tags_and_still_logs(tmp_path, store):
-    cfg = small(tmp_path, tracking=dict(uri=store), task=dict(n_obs=300), model=dict(init="balanced"), ode=dict(kind="braun"), switch=dict(at_step=50), train=dict(steps_after_switch=50))
+    cfg = small(
+        tmp_path,
+        tracking=dict(uri=store),
+        task=dict(n_obs=300),
+        model=dict(init="balanced"),
+        ode=dict(kind="braun"),
+        switch=dict(at_step=50),
+        train=dict(steps_after_switch=50),
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = train(cfg)
@@ -221,7 +245,9 @@ def test_conf_fast_dev_run(conf, tmp_path):
     cfg = load_config(conf, [f"trainer.checkpoint_dir={tmp_path}"])
     exp = build(cfg)
     assert any(isinstance(cb, ODEReference) for cb in exp.callbacks)
-    trainer = L.Trainer(fast_dev_run=True, callbacks=exp.callbacks, enable_progress_bar=False, enable_model_summary=False, logger=False)
+    trainer = L.Trainer(
+        fast_dev_run=True, callbacks=exp.callbacks, enable_progress_bar=False, enable_model_summary=False, logger=False
+    )
     trainer.fit(exp.module)
     assert trainer.global_step == 1
 
@@ -230,12 +256,34 @@ def test_conf_fast_dev_run(conf, tmp_path):
     "conf, over",
     [
         # N = 40 keeps the rank-8 -> rank-2 dynamics of the depth-3 conf inside 400 steps with a larger init
-        ("matcomp_ode_depth3", ["task.size=40", "task.n_obs=800", "model.init_scale=0.3", "switch.at_step=200", "train.steps_after_switch=200", "ode.every_n_steps=50"]),
-        ("matcomp_closed_form", ["task.size=30", "task.n_obs=900", "switch.at_step=300", "train.steps_after_switch=300", "ode.every_n_steps=50", "optim.lr=2.0"]),
+        (
+            "matcomp_ode_depth3",
+            [
+                "task.size=40",
+                "task.n_obs=800",
+                "model.init_scale=0.3",
+                "switch.at_step=200",
+                "train.steps_after_switch=200",
+                "ode.every_n_steps=50",
+            ],
+        ),
+        (
+            "matcomp_closed_form",
+            [
+                "task.size=30",
+                "task.n_obs=900",
+                "switch.at_step=300",
+                "train.steps_after_switch=300",
+                "ode.every_n_steps=50",
+                "optim.lr=2.0",
+            ],
+        ),
     ],
 )
 def test_conf_short_tracked_run_logs_ode_and_overlay(conf, over, tmp_path, store):
-    cfg = load_config(conf, over + [f"tracking.uri={store}", f"trainer.checkpoint_dir={tmp_path}", "trainer.progress_bar=false"])
+    cfg = load_config(
+        conf, over + [f"tracking.uri={store}", f"trainer.checkpoint_dir={tmp_path}", "trainer.progress_bar=false"]
+    )
     result = train(cfg)
     client = mlflow.MlflowClient(result.tracking_uri)
     history = client.get_metric_history(result.run_id, "ode/sv_1")

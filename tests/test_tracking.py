@@ -4,16 +4,13 @@ import signal
 
 import lightning as L
 import mlflow
-import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from cpl import DivergenceError, train
-from cpl.config import make_config
-from cpl.run import build
-
 from conftest import small_matcomp
+from cpl import DivergenceError, train
+from cpl.run import build
 
 
 class InterruptAt(L.Callback):
@@ -39,7 +36,9 @@ def test_mlflow_run_contents(tmp_path):
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     p = run.data.params
-    assert p["model.depth"] == "3" and p["task.n_obs"] == "150" and p["switch.at_step"] == "30" and p["optim.lr"] == "0.5"
+    assert (
+        p["model.depth"] == "3" and p["task.n_obs"] == "150" and p["switch.at_step"] == "30" and p["optim.lr"] == "0.5"
+    )
     assert run.data.tags["cpl.conf"] == "test" and run.data.tags["cpl.kind"] == "matcomp"
     from cpl.tracking import git_commit
 
@@ -55,15 +54,34 @@ def test_mlflow_run_contents(tmp_path):
     assert last.value == pytest.approx(result.metrics["test/final_error"], rel=1e-6)
     assert run.data.metrics["sv/effective_rank"] == pytest.approx(result.metrics["sv/effective_rank"], rel=1e-6)
     # artifacts: resolved config and the singular-value figure
-    arts = {a.path for a in client.list_artifacts(result.run_id)} | {a.path for a in client.list_artifacts(result.run_id, "figures")}
+    arts = {a.path for a in client.list_artifacts(result.run_id)} | {
+        a.path for a in client.list_artifacts(result.run_id, "figures")
+    }
     assert "config.yaml" in arts and "figures/singular_values.png" in arts
-    sv_csv = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="traces/singular_values.csv", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", dst_path=str(tmp_path / "dl"))
+    sv_csv = mlflow.artifacts.download_artifacts(
+        run_id=result.run_id,
+        artifact_path="traces/singular_values.csv",
+        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        dst_path=str(tmp_path / "dl"),
+    )
     lines = open(sv_csv).read().splitlines()
-    assert lines[0].startswith("step,sv_1,") and [int(l.split(",")[0]) for l in lines[1:]] == list(range(0, 61, 5))
+    assert lines[0].startswith("step,sv_1,") and [int(line.split(",")[0]) for line in lines[1:]] == list(
+        range(0, 61, 5)
+    )
     assert float(lines[-1].split(",")[1]) == pytest.approx(run.data.metrics["sv/1"], rel=1e-6)
-    local = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="config.yaml", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", dst_path=str(tmp_path / "dl"))
+    local = mlflow.artifacts.download_artifacts(
+        run_id=result.run_id,
+        artifact_path="config.yaml",
+        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        dst_path=str(tmp_path / "dl"),
+    )
     assert "depth: 3" in open(local).read()
-    png = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="figures/singular_values.png", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", dst_path=str(tmp_path / "dl"))
+    png = mlflow.artifacts.download_artifacts(
+        run_id=result.run_id,
+        artifact_path="figures/singular_values.png",
+        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        dst_path=str(tmp_path / "dl"),
+    )
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
@@ -90,14 +108,20 @@ def test_interrupt_is_killed_and_resume_matches_uninterrupted(tmp_path, steps_pe
         train(cfg, experiment=part, callbacks=[InterruptAt(20)])
     assert signal.getsignal(signal.SIGINT) is handler  # Lightning's SIG_IGN is undone
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    killed = [r for r in client.search_runs([client.get_experiment_by_name("test").experiment_id]) if r.info.status == "KILLED"]
+    killed = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("test").experiment_id])
+        if r.info.status == "KILLED"
+    ]
     assert len(killed) == 1
     run_id = killed[0].info.run_id
     assert max(m.step for m in client.get_metric_history(run_id, "sv/1")) == 20  # metrics so far are kept
     ckpt = tmp_path / "ckpt" / run_id / "interrupted.ckpt"
     assert ckpt.is_file()
 
-    resumed_cfg = small_matcomp(tmp_path, trainer={"dtype": "float64", "ckpt_path": str(ckpt), "steps_per_call": steps_per_call})
+    resumed_cfg = small_matcomp(
+        tmp_path, trainer={"dtype": "float64", "ckpt_path": str(ckpt), "steps_per_call": steps_per_call}
+    )
     resumed = build(resumed_cfg)
     result = train(resumed_cfg, experiment=resumed)
     assert result.status == "FINISHED"
@@ -130,6 +154,7 @@ def test_default_store_is_local_sqlite(tmp_path, monkeypatch):
 
 
 # ---- the metric writer process
+
 
 def _store(tmp_path):
     from cpl import tracking
@@ -191,7 +216,9 @@ def test_router_logger_hands_writes_to_the_process_and_finalize_waits(tmp_path):
     from cpl.tracking import MemberRouterLogger
 
     uri, client, run_id = _store(tmp_path)
-    logger = MemberRouterLogger(client, [run_id], flush_every_s=0.0, background=True)  # every call flushes in the background
+    logger = MemberRouterLogger(
+        client, [run_id], flush_every_s=0.0, background=True
+    )  # every call flushes in the background
     for step in range(50):
         logger.log_metrics({"a": step * 0.5, "b": -step}, step=step)
     assert logger._writer is not None and logger._writer.alive
@@ -224,4 +251,6 @@ def test_background_writes_config_reaches_the_logger(tmp_path, monkeypatch):
     assert seen["writer"] is True
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     steps = [m.step for m in client.get_metric_history(result.run_id, "test/final_error")]
-    assert steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] == cfg.switch.at_step + cfg.train.steps_after_switch
+    assert (
+        steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] == cfg.switch.at_step + cfg.train.steps_after_switch
+    )

@@ -9,8 +9,14 @@ from typing import Any
 __all__ = ["ConfigError", "DivergenceError", "TrainResult", "load_config", "make_config", "train"]
 __version__ = "0.1.0"
 
-_EXPORTS = {"ConfigError": "config", "load_config": "config", "make_config": "config", "DivergenceError": "core.module",
-            "TrainResult": "run", "train": "run"}
+_EXPORTS = {
+    "ConfigError": "config",
+    "load_config": "config",
+    "make_config": "config",
+    "DivergenceError": "core.module",
+    "TrainResult": "run",
+    "train": "run",
+}
 
 
 def __getattr__(name: str) -> Any:

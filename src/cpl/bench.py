@@ -48,8 +48,17 @@ def plain_matcomp_loop(cfg: DictConfig) -> tuple[float, torch.Tensor]:
                 t = 0 if step < at else 1
                 d2 = (w - targets[1]).pow(2)
                 hidden = masks[1] == 0
-                history.append(("err", step, float(0.5 * ((w - targets[t]).pow(2) * weights[t]).sum()), float(d2.mean()), float(d2[hidden].mean()),
-                                float((w - targets[t]).pow(2).mean()), float((w - targets[t]).pow(2)[masks[t] == 0].mean())))
+                history.append(
+                    (
+                        "err",
+                        step,
+                        float(0.5 * ((w - targets[t]).pow(2) * weights[t]).sum()),
+                        float(d2.mean()),
+                        float(d2[hidden].mean()),
+                        float((w - targets[t]).pow(2).mean()),
+                        float((w - targets[t]).pow(2)[masks[t] == 0].mean()),
+                    )
+                )
             if step % sv_every == 0 or step == steps:
                 s = torch.linalg.svdvals(w)
                 proj = torch.einsum("eik,eij,ejk->ek", final_u, w, final_v)
@@ -132,7 +141,9 @@ def bench_train(cfg: DictConfig, repeats: int = 3) -> dict[str, object]:
 PAPER_ONSETS = (0, 1000, 5000, 10000, 20000, 40000, 60000, 80000, 100000)
 
 
-def onset_sweep_cells(scale: float = 0.1, overrides: list[str] | None = None, tmp: str | None = None) -> list[DictConfig]:
+def onset_sweep_cells(
+    scale: float = 0.1, overrides: list[str] | None = None, tmp: str | None = None
+) -> list[DictConfig]:
     """The paper's onset sweep at depth 3 (Fig. 4 left, D = 3), every length scaled by ``scale``.
 
     Each cell records what the paper's code records: the test error at every step (a dense trace,
@@ -142,11 +153,20 @@ def onset_sweep_cells(scale: float = 0.1, overrides: list[str] | None = None, tm
 
     cells = []
     for onset in PAPER_ONSETS:
-        cfg = load_config("matcomp_rank10to5", [
-            f"switch.at_step={int(round(onset * scale))}", f"train.steps_after_switch={int(round(30000 * scale))}",
-            "log.every_n_steps=100", "log.sv_every_n_steps=10", "log.sv_log_every_n_steps=100", "log.trace_every_n_steps=1",
-            "trainer.progress_bar=false", "trainer.steps_per_call=10", *(overrides or []),
-        ])
+        cfg = load_config(
+            "matcomp_rank10to5",
+            [
+                f"switch.at_step={int(round(onset * scale))}",
+                f"train.steps_after_switch={int(round(30000 * scale))}",
+                "log.every_n_steps=100",
+                "log.sv_every_n_steps=10",
+                "log.sv_log_every_n_steps=100",
+                "log.trace_every_n_steps=1",
+                "trainer.progress_bar=false",
+                "trainer.steps_per_call=10",
+                *(overrides or []),
+            ],
+        )
         if tmp is not None:
             cfg.tracking.uri = f"sqlite:///{tmp}/bench_sweep.db"
             cfg.tracking.experiment = "bench-sweep"

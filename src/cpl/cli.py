@@ -52,7 +52,10 @@ def parse_args(argv: Sequence[str], usage: str) -> tuple[str, list[str]] | None:
         return None
     confs = [a for a in argv if a.startswith("conf=")]
     if len(confs) != 1:
-        raise ConfigError(f"Expected exactly one conf=NAME argument, got {len(confs)}; available confs: {', '.join(available_confs())}")
+        raise ConfigError(
+            f"Expected exactly one conf=NAME argument, got {len(confs)}; available confs: "
+            f"{', '.join(available_confs())}"
+        )
     bad = [a for a in argv if "=" not in a]
     if bad:
         raise ConfigError(f"Arguments must be key=value, got {bad}; see --help")
@@ -87,13 +90,22 @@ def train_main(argv: Sequence[str]) -> int:
         print(f"\nerror: {exc}\nThe run is marked FAILED in MLflow, with its metrics so far.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\nInterrupted: the run is marked KILLED in MLflow, with its metrics so far. "
-              f"Resume with trainer.ckpt_path=<checkpoint_dir>/<run id>/interrupted.ckpt (under {cfg.trainer.checkpoint_dir}/).", file=sys.stderr)
+        print(
+            f"\nInterrupted: the run is marked KILLED in MLflow, with its metrics so far. "
+            "Resume with trainer.ckpt_path=<checkpoint_dir>/<run id>/interrupted.ckpt (under "
+            f"{cfg.trainer.checkpoint_dir}/).",
+            file=sys.stderr,
+        )
         return 130
     m = result.metrics
     print("\nFinished.")
-    for key, label in (("train/loss", "final training loss"), ("test/final_error", "final test error (all entries)"), ("test/final_error_unobserved", "final test error (unobserved entries)"),
-                       ("sv/effective_rank", "effective rank of W"), ("sv/numerical_rank", "numerical rank of W (s > 1e-2 s_1)")):
+    for key, label in (
+        ("train/loss", "final training loss"),
+        ("test/final_error", "final test error (all entries)"),
+        ("test/final_error_unobserved", "final test error (unobserved entries)"),
+        ("sv/effective_rank", "effective rank of W"),
+        ("sv/numerical_rank", "numerical rank of W (s > 1e-2 s_1)"),
+    ):
         if key in m:
             print(f"  {label:40s} {m[key]:.6g}")
     if result.run_id:
@@ -122,7 +134,8 @@ Overrides:
 
 Examples:
   python scripts/sweep.py conf=matcomp_depth_sweep_quick
-  python scripts/sweep.py conf=matcomp_rank10to5 'sweep.grid.model.depth=[1,2,3]' 'sweep.grid.switch.at_step=[0,1000,5000]'
+  python scripts/sweep.py conf=matcomp_rank10to5 'sweep.grid.model.depth=[1,2,3]' \
+      'sweep.grid.switch.at_step=[0,1000,5000]'
   python scripts/sweep.py conf=matcomp_depth_sweep sweep.executor=ray sweep.ray_address=auto tracking.uri=http://HOST:5000
 
 Every cell is validated before any runs. Running the same command again resumes the sweep: cells
@@ -143,22 +156,37 @@ def sweep_main(argv: Sequence[str]) -> int:
     if code is not None:
         return code
     warn_remote_store(sweep)
-    print(f"Sweep {sweep.name!r}: {len(sweep.cells)} cells over {', '.join(f'{k} ({len(v)})' for k, v in sweep.grid.items())}, "
-          f"executor {sweep.settings.executor}, tracking {sweep.base.tracking.uri}", file=sys.stderr)
+    print(
+        f"Sweep {sweep.name!r}: {len(sweep.cells)} cells over "
+        f"{', '.join(f'{k} ({len(v)})' for k, v in sweep.grid.items())}, "
+        f"executor {sweep.settings.executor}, tracking {sweep.base.tracking.uri}",
+        file=sys.stderr,
+    )
     try:
         result = run_sweep(sweep)
     except KeyboardInterrupt:
-        print("\nInterrupted: finished cells are recorded and the parent run is marked KILLED; run the same command again to resume.", file=sys.stderr)
+        print(
+            "\nInterrupted: finished cells are recorded and the parent run is marked KILLED; run the same "
+            "command again to resume.",
+            file=sys.stderr,
+        )
         return 130
     print(result.markdown())
     crit = {k: v for k, v in result.summary.items() if k.startswith("critical_period/")}
     if crit:
         print(f"\nCritical-period length (first onset with relative error > {sweep.settings.threshold}; nan = none):")
         for key, value in crit.items():
-            print(f"  {key[len('critical_period/'):]:40s} {value:g}")
-    print(f"\nParent run {result.parent_run_id} in {result.tracking_uri}" + (" (resumed)" if result.resumed_parent else ""))
+            print(f"  {key[len('critical_period/') :]:40s} {value:g}")
+    print(
+        f"\nParent run {result.parent_run_id} in {result.tracking_uri}"
+        + (" (resumed)" if result.resumed_parent else "")
+    )
     if result.failed:
-        print(f"{len(result.failed)} cell(s) FAILED: " + "; ".join(f"cell {r['cell']}: {r['error']}" for r in result.failed), file=sys.stderr)
+        print(
+            f"{len(result.failed)} cell(s) FAILED: "
+            + "; ".join(f"cell {r['cell']}: {r['error']}" for r in result.failed),
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -212,14 +240,20 @@ def bench_main(argv: Sequence[str]) -> int:
 
     from .bench import bench_train
 
-    print(f"benchmark: conf={name}, depth {cfg.model.depth}, N {cfg.task.size}, {repeats} repeats, torch threads {torch.get_num_threads()}")
+    print(
+        f"benchmark: conf={name}, depth {cfg.model.depth}, N {cfg.task.size}, {repeats} repeats, torch threads "
+        f"{torch.get_num_threads()}"
+    )
     out = bench_train(cfg, repeats=repeats)
     print(f"{'':20s} {'seconds':>9s} {'steps/s':>9s}")
     for key in ("plain", "lightning", "lightning+mlflow"):
         print(f"{key:20s} {out['seconds'][key]:9.3f} {out['steps_per_s'][key]:9.0f}")
     print(f"ratio Lightning / plain:           {out['ratio_lightning']:.3f}")
     print(f"ratio Lightning+MLflow / plain:    {out['ratio_lightning_mlflow']:.3f}  (target >= 0.7)")
-    print(f"time waiting on MLflow writes: {out['mlflow_write_seconds']:.3f} s ({100 * out['mlflow_write_share']:.1f}% of the run)")
+    print(
+        f"time waiting on MLflow writes: {out['mlflow_write_seconds']:.3f} s "
+        f"({100 * out['mlflow_write_share']:.1f}% of the run)"
+    )
     print(f"max |W_lightning - W_plain|: {out['max_abs_weight_diff']:.3e}")
     return 0
 
@@ -254,10 +288,18 @@ def _bench_sweep_main(argv: Sequence[str]) -> int:
     print(f"onsets: {out['onsets']}")
     median = "median of " + str(repeats) + ", alternating" if repeats > 1 else "one run each"
     print(f"plain loop, 9 runs one after another: {out['plain_seconds']:8.2f} s  ({median})")
-    print(f"cpl, batched with shared trunk+MLflow: {out['framework_seconds']:8.2f} s  (waiting on MLflow: {out['mlflow_write_seconds']:.2f} s)")
+    print(
+        f"cpl, batched with shared trunk+MLflow: {out['framework_seconds']:8.2f} s  (waiting on MLflow: "
+        f"{out['mlflow_write_seconds']:.2f} s)"
+    )
     print(f"speedup: {out['speedup']:.2f}x  (target >= 3x)")
     if repeats > 1:
-        print("each repeat (plain / cpl): " + ", ".join(f"{p:.1f} s / {o:.1f} s = {p / o:.2f}x" for p, o in zip(out["plain_times"], out["framework_times"])))
+        print(
+            "each repeat (plain / cpl): "
+            + ", ".join(
+                f"{p:.1f} s / {o:.1f} s = {p / o:.2f}x" for p, o in zip(out["plain_times"], out["framework_times"])
+            )
+        )
     print("final test error per cell (plain / cpl):")
     for t, a, b in zip(out["onsets"], out["plain_final"], out["framework_final"]):
         print(f"  onset {t:6d}: {a:.6f} / {b:.6f}")

@@ -26,7 +26,14 @@ def palette(n: int) -> np.ndarray:
     return colormaps["viridis"](np.linspace(0, 0.9, max(1, n)))
 
 
-def singular_value_figure(steps: Sequence[int], values: np.ndarray, switch_step: int | None = None, projections: np.ndarray | None = None, title: str = "", value_label: str = "singular value"):
+def singular_value_figure(
+    steps: Sequence[int],
+    values: np.ndarray,
+    switch_step: int | None = None,
+    projections: np.ndarray | None = None,
+    title: str = "",
+    value_label: str = "singular value",
+):
     """Trajectories of the top singular values of one member against the step.
 
     Args:
@@ -64,7 +71,16 @@ def _subscript(n: int) -> str:
     return str(n).translate(str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉"))
 
 
-def ode_overlay_figure(steps: Sequence[int], sgd: np.ndarray, ode: np.ndarray, switch_step: int | None = None, title: str = "", reference: str = "ODE", value_label: str = "singular value", log_y: bool = False):
+def ode_overlay_figure(
+    steps: Sequence[int],
+    sgd: np.ndarray,
+    ode: np.ndarray,
+    switch_step: int | None = None,
+    title: str = "",
+    reference: str = "ODE",
+    value_label: str = "singular value",
+    log_y: bool = False,
+):
     """SGD (markers) against an analytic reference (dashed lines), one colour per component.
 
     Args:
@@ -100,7 +116,13 @@ def ode_overlay_figure(steps: Sequence[int], sgd: np.ndarray, ode: np.ndarray, s
     return fig
 
 
-def critical_period_figure(curves: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str = "deficit length (steps)", ylabel: str = "relative error", title: str = "", threshold: float | None = None):
+def critical_period_figure(
+    curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+    xlabel: str = "deficit length (steps)",
+    ylabel: str = "relative error",
+    title: str = "",
+    threshold: float | None = None,
+):
     """One curve per group against the deficit onset (paper Figs. 4 and 5).
 
     Args:

@@ -77,19 +77,28 @@ def final_summary(module) -> dict[str, float]:
     out = dict(module.last_metrics)
     if hasattr(module, "end_to_end"):
         s = torch.linalg.svdvals(module.end_to_end().double())
-        out.update(member_metrics({"sv/effective_rank": effective_rank(s), "sv/numerical_rank": numerical_rank(s, 1e-2)}))
+        out.update(
+            member_metrics({"sv/effective_rank": effective_rank(s), "sv/numerical_rank": numerical_rank(s, 1e-2)})
+        )
     return out
 
 
 def _open_run(client, cfg: DictConfig, tags: dict[str, Any], parent_run_id: Optional[str]) -> str:
     """Create the MLflow run of one config: tags, flattened params and the resolved config as YAML."""
-    run_id = tracking.start_run(client, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name or None, tags, parent_run_id)
+    run_id = tracking.start_run(
+        client, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name or None, tags, parent_run_id
+    )
     tracking.log_params(client, run_id, flatten(cfg))
     client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     return run_id
 
 
-def _open_runs(cfgs: Sequence[DictConfig], tags: Optional[dict[str, Any]], member_tags: Optional[Sequence[dict[str, Any]]], parent_run_id: Optional[str]):
+def _open_runs(
+    cfgs: Sequence[DictConfig],
+    tags: Optional[dict[str, Any]],
+    member_tags: Optional[Sequence[dict[str, Any]]],
+    parent_run_id: Optional[str],
+):
     """``(client, uri, run ids)`` of one MLflow run per member (``(None, None, [])`` untracked)."""
     first, n = cfgs[0], len(cfgs)
     if not first.tracking.enabled:
@@ -133,20 +142,41 @@ def _close(client, run_ids: Sequence[str], loggers: Sequence, status: str, messa
             client.set_terminated(run_id, status)
 
 
-def _fit(cfg: DictConfig, exp: Experiment, loggers: list, callbacks: list[Callback], ckpt_dir: Path, client, run_ids: Sequence[str]) -> L.Trainer:
-    """Fit ``exp`` with checkpointing; on an error or Ctrl-C mark ``run_ids`` FAILED or KILLED (metrics kept) and re-raise."""
+def _fit(
+    cfg: DictConfig,
+    exp: Experiment,
+    loggers: list,
+    callbacks: list[Callback],
+    ckpt_dir: Path,
+    client,
+    run_ids: Sequence[str],
+) -> L.Trainer:
+    """Fit ``exp`` with checkpoints; on an error or Ctrl-C mark ``run_ids`` FAILED or KILLED (metrics kept), raise."""
     every = cfg.trainer.checkpoint_every_n_steps or None
     if cfg.trainer.steps_per_call > 1:
         exp.module.set_steps_per_call(cfg.trainer.steps_per_call, [every or 0])
     recorder = _InterruptCheckpoint(ckpt_dir)
-    all_callbacks: list[Callback] = [*exp.callbacks, *callbacks, recorder,
-                                     ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=every, save_last=True, save_top_k=1)]
+    all_callbacks: list[Callback] = [
+        *exp.callbacks,
+        *callbacks,
+        recorder,
+        ModelCheckpoint(
+            dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=every, save_last=True, save_top_k=1
+        ),
+    ]
     if cfg.trainer.progress_bar:
         all_callbacks.append(_Progress(refresh_rate=max(1, exp.max_steps // 400)))
     trainer = L.Trainer(
-        accelerator=cfg.trainer.accelerator, devices=1, max_steps=exp.max_steps, max_epochs=-1,
-        logger=loggers or False, callbacks=all_callbacks, enable_progress_bar=cfg.trainer.progress_bar,
-        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+        max_steps=exp.max_steps,
+        max_epochs=-1,
+        logger=loggers or False,
+        callbacks=all_callbacks,
+        enable_progress_bar=cfg.trainer.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
         default_root_dir=str(ckpt_dir),
     )
     previous_sigint = signal.getsignal(signal.SIGINT)
@@ -155,7 +185,14 @@ def _fit(cfg: DictConfig, exp: Experiment, loggers: list, callbacks: list[Callba
     except (KeyboardInterrupt, SystemExit) as exc:
         signal.signal(signal.SIGINT, previous_sigint)
         if isinstance(exc, KeyboardInterrupt) or isinstance(recorder.exception, KeyboardInterrupt):
-            _close(client, run_ids, loggers, "KILLED", f"interrupted at step {trainer.global_step}; resume with trainer.ckpt_path={ckpt_dir / 'interrupted.ckpt'}")
+            _close(
+                client,
+                run_ids,
+                loggers,
+                "KILLED",
+                f"interrupted at step {trainer.global_step}; resume with "
+                f"trainer.ckpt_path={ckpt_dir / 'interrupted.ckpt'}",
+            )
             raise KeyboardInterrupt from None
         _close(client, run_ids, loggers, "FAILED", f"exited at step {trainer.global_step}")
         raise
@@ -165,17 +202,25 @@ def _fit(cfg: DictConfig, exp: Experiment, loggers: list, callbacks: list[Callba
     return trainer
 
 
-def _log_trace(client, run_id: str, module, member: int, schedule=None, final: Optional[tuple[int, float]] = None) -> None:
+def _log_trace(
+    client, run_id: str, module, member: int, schedule=None, final: Optional[tuple[int, float]] = None
+) -> None:
     """Save a member's dense test-error trace (if recorded) as ``traces/test_final_error.csv``."""
     if not getattr(module, "trace_every_n_steps", None):
         return
     steps, values = module.test_error_trace(member, schedule)
     if final is not None and (not steps or steps[-1] < final[0]):
         steps, values = steps + [final[0]], values + [final[1]]
-    client.log_text(run_id, "step,test_final_error\n" + "".join(f"{s},{v!r}\n" for s, v in zip(steps, values)), "traces/test_final_error.csv")
+    client.log_text(
+        run_id,
+        "step,test_final_error\n" + "".join(f"{s},{v!r}\n" for s, v in zip(steps, values)),
+        "traces/test_final_error.csv",
+    )
 
 
-def _record_member(client, run_id: str, cfg: DictConfig, exp: Experiment, e: int, end: int, metrics: dict[str, float]) -> list[str]:
+def _record_member(
+    client, run_id: str, cfg: DictConfig, exp: Experiment, e: int, end: int, metrics: dict[str, float]
+) -> list[str]:
     """A member's figures, dense test-error trace and text artifacts; returns the figure paths."""
     figures: list[str] = []
     if cfg.log.figures:
@@ -189,13 +234,23 @@ def _record_member(client, run_id: str, cfg: DictConfig, exp: Experiment, e: int
     return figures
 
 
-def _train(cfgs: Sequence[DictConfig], callbacks: Sequence[Callback], tags: Optional[dict[str, Any]], parent_run_id: Optional[str],
-           member_tags: Optional[Sequence[dict[str, Any]]], exp: Experiment) -> list[TrainResult]:
+def _train(
+    cfgs: Sequence[DictConfig],
+    callbacks: Sequence[Callback],
+    tags: Optional[dict[str, Any]],
+    parent_run_id: Optional[str],
+    member_tags: Optional[Sequence[dict[str, Any]]],
+    exp: Experiment,
+) -> list[TrainResult]:
     """Fit ``exp`` (member e = ``cfgs[e]``) with one MLflow run per member, and record every member."""
     quiet_lightning()
     first, n = cfgs[0], len(cfgs)
     client, uri, run_ids = _open_runs(cfgs, tags, member_tags, parent_run_id)
-    loggers = [tracking.MemberRouterLogger(client, run_ids, exp.schedule, background=first.tracking.background_writes)] if client is not None else []
+    loggers = (
+        [tracking.MemberRouterLogger(client, run_ids, exp.schedule, background=first.tracking.background_writes)]
+        if client is not None
+        else []
+    )
     ckpt_dir = _checkpoint_dir(first, run_ids, exp)
     trainer = _fit(first, exp, loggers, list(callbacks), ckpt_dir, client, run_ids)
     ends = exp.schedule.ends if exp.schedule is not None else [trainer.global_step] * n
@@ -211,13 +266,22 @@ def _train(cfgs: Sequence[DictConfig], callbacks: Sequence[Callback], tags: Opti
     out = []
     for e, cfg in enumerate(cfgs):
         prefix = member_prefix(e, n)
-        metrics = {k[len(prefix):]: v for k, v in summary.items() if k.startswith(prefix)}
+        metrics = {k[len(prefix) :]: v for k, v in summary.items() if k.startswith(prefix)}
         figures: list[str] = []
         if client is not None:
             figures = _record_member(client, run_ids[e], cfg, exp, e, ends[e], metrics)
             client.set_terminated(run_ids[e], "FINISHED")
-        out.append(TrainResult(metrics=metrics, status="FINISHED", run_id=run_ids[e] if run_ids else None, tracking_uri=uri,
-                               checkpoint_dir=str(ckpt_dir), figures=figures, logging_seconds=write_seconds))
+        out.append(
+            TrainResult(
+                metrics=metrics,
+                status="FINISHED",
+                run_id=run_ids[e] if run_ids else None,
+                tracking_uri=uri,
+                checkpoint_dir=str(ckpt_dir),
+                figures=figures,
+                logging_seconds=write_seconds,
+            )
+        )
     return out
 
 
@@ -272,12 +336,29 @@ def train_group(
     if member_tags is not None and len(member_tags) != len(cfgs):
         raise ValueError(f"Expected one `member_tags` dict per cell ({len(cfgs)}), got {len(member_tags)}")
     if len(cfgs) == 1 and not batchable(cfgs[0]):
-        return [train(cfgs[0], callbacks=callbacks, tags={**(tags or {}), **(member_tags[0] if member_tags else {})}, parent_run_id=parent_run_id)]
+        return [
+            train(
+                cfgs[0],
+                callbacks=callbacks,
+                tags={**(tags or {}), **(member_tags[0] if member_tags else {})},
+                parent_run_id=parent_run_id,
+            )
+        ]
     if not all(batchable(c) for c in cfgs) or len({batch_key(c) for c in cfgs}) > 1:
-        raise ValueError("train_group: these cells cannot be members of one module (different kind, depth, size, lr, dtype, logging or tracking, or an ODE/resume)")
+        raise ValueError(
+            "train_group: these cells cannot be members of one module (different kind, depth, size, lr, dtype, "
+            "logging or tracking, or an ODE/resume)"
+        )
     order, schedule = plan_members(cfgs)
     ordered = [cfgs[i] for i in order]
-    results = _train(ordered, callbacks, tags, parent_run_id, [member_tags[i] for i in order] if member_tags else None, build(ordered, schedule))
+    results = _train(
+        ordered,
+        callbacks,
+        tags,
+        parent_run_id,
+        [member_tags[i] for i in order] if member_tags else None,
+        build(ordered, schedule),
+    )
     out: list[Optional[TrainResult]] = [None] * len(cfgs)
     for e, i in enumerate(order):
         out[i] = results[e]

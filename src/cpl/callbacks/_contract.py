@@ -8,7 +8,9 @@ from typing import Any
 def require_attr(pl_module: Any, name: str, callback: str, what: str) -> Any:
     """Return ``pl_module.<name>`` or fail with a sentence naming the callback and the contract."""
     if not hasattr(pl_module, name):
-        raise AttributeError(f"{callback} needs a LightningModule with {what} (`{name}`); {type(pl_module).__name__} has none.")
+        raise AttributeError(
+            f"{callback} needs a LightningModule with {what} (`{name}`); {type(pl_module).__name__} has none."
+        )
     return getattr(pl_module, name)
 
 

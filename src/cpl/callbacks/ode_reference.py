@@ -36,7 +36,14 @@ class Reference(Protocol):
 
     name: str
 
-    def prepare(self, pl_module: L.LightningModule, schedule: Sequence[ScheduleEvent], lr: float, start_step: int, max_steps: int) -> None:
+    def prepare(
+        self,
+        pl_module: L.LightningModule,
+        schedule: Sequence[ScheduleEvent],
+        lr: float,
+        start_step: int,
+        max_steps: int,
+    ) -> None:
         """Read the state off the module at ``start_step`` (0, or the step a run resumed at) and
         solve over ``[start_step, max_steps]``, with time ``t = lr * step``."""
 
@@ -94,7 +101,8 @@ class ODEReference(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._given is None and not callable(getattr(pl_module, "ode_reference", None)):
             raise AttributeError(
-                f"ODEReference needs a `reference` argument or a LightningModule with an `ode_reference(schedule)` method; "
+                "ODEReference needs a `reference` argument or a LightningModule with an "
+                "`ode_reference(schedule)` method; "
                 f"{type(pl_module).__name__} has none."
             )
 
@@ -113,7 +121,9 @@ class ODEReference(Callback):
         if trainer.global_step % self.every_n_steps == 0:
             self._log(trainer, pl_module)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if step % self.every_n_steps == 0 or step >= (trainer.max_steps or -1) > 0:
             self._log(trainer, pl_module)
@@ -153,7 +163,11 @@ class ODEReference(Callback):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"max_deviation": self.max_deviation, "max_rel_deviation": self.max_rel_deviation, "warning": self.warning}
+        return {
+            "max_deviation": self.max_deviation,
+            "max_rel_deviation": self.max_rel_deviation,
+            "warning": self.warning,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.max_deviation = state_dict.get("max_deviation", 0.0)

@@ -71,7 +71,8 @@ class _PathwayHook(Callback):
             names = [n for n, _ in pl_module.named_modules() if n][:20]
             raise AttributeError(
                 f"{self._name} needs a LightningModule with a submodule `{self.path}` (the pathway to act on); "
-                f"{type(pl_module).__name__} has none. Its submodules: {names}. Set `pathway` (and `root`) to one of them."
+                f"{type(pl_module).__name__} has none. Its submodules: {names}. Set `pathway` (and `root`) to "
+                "one of them."
             ) from None
 
     def _remove(self) -> None:
@@ -93,7 +94,9 @@ class _PathwayHook(Callback):
         self.active = False
         self._set(trainer, trainer.global_step)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._set(trainer, trainer.global_step)
         if self.active:
             self.active_steps += 1
@@ -110,7 +113,7 @@ class _PathwayHook(Callback):
 
 
 class GatingDeficit(_PathwayHook):
-    """Gate a pathway over steps ``[start, end)``: its output is detached (it still enters the output, receives no gradient).
+    """Gate a pathway over steps ``[start, end)``: its output is detached (it enters the output, gets no gradient).
 
     The paper's gating deficit (App. A.1): the deprived pathway keeps contributing its current
     output, so the other pathways only learn what is left unexplained, but its parameters do not
@@ -208,7 +211,15 @@ class ModeLesion(_PathwayHook):
 
     _name = "ModeLesion"
 
-    def __init__(self, pathway: str = "a", mode: int = 1, start: int = 0, end: Optional[int] = None, root: str = "pathways", basis: str = "task_basis"):
+    def __init__(
+        self,
+        pathway: str = "a",
+        mode: int = 1,
+        start: int = 0,
+        end: Optional[int] = None,
+        root: str = "pathways",
+        basis: str = "task_basis",
+    ):
         if not isinstance(mode, Integral) or mode < 0:
             raise ValueError(f"Expected `mode` >= 0, got {mode}")
         super().__init__(pathway, start, end, root)
@@ -232,7 +243,9 @@ class ModeLesion(_PathwayHook):
             u, v = as_members(u.detach()), as_members(v.detach())
         k = min(u.shape[-1], v.shape[-1])
         if self.mode >= k:
-            raise ValueError(f"ModeLesion: expected `mode` < {k} (the number of modes of the basis `{self.basis}`), got {self.mode}")
+            raise ValueError(
+                f"ModeLesion: expected `mode` < {k} (the number of modes of the basis `{self.basis}`), got {self.mode}"
+            )
         self._u, self._v = u[..., self.mode], v[..., self.mode]  # (E, out), (E, in)
         self._remove()
         self._handles.append(module.register_forward_pre_hook(self._pre_hook))
@@ -252,7 +265,9 @@ class ModeLesion(_PathwayHook):
     def _hook(self, module: nn.Module, args: Any, output: torch.Tensor) -> Any:
         return self._project(output, self._u) if self.active else None
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         # metrics read after a step (at the new global step) see the lesion in force at that step
         self._set(trainer, trainer.global_step)
 

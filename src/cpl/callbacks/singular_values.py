@@ -59,13 +59,26 @@ class SingularValueLogger(Callback):
         "SingularValueLogger{'prefix': 'sv', 'matrix': 'end_to_end'}"
     """
 
-    def __init__(self, every_n_steps: int = 10, top_k: int = 10, matrix: str = "end_to_end", reference: str | None = None, prefix: str = "sv", rank_rtol: float = 1e-2, matrix_kwargs: dict[str, Any] | None = None, log_every_n_steps: int | None = None):
+    def __init__(
+        self,
+        every_n_steps: int = 10,
+        top_k: int = 10,
+        matrix: str = "end_to_end",
+        reference: str | None = None,
+        prefix: str = "sv",
+        rank_rtol: float = 1e-2,
+        matrix_kwargs: dict[str, Any] | None = None,
+        log_every_n_steps: int | None = None,
+    ):
         if every_n_steps < 1:
             raise ValueError(f"Expected `every_n_steps` >= 1, got {every_n_steps}")
         if top_k < 1:
             raise ValueError(f"Expected `top_k` >= 1, got {top_k}")
         if log_every_n_steps is not None and (log_every_n_steps < 1 or log_every_n_steps % every_n_steps):
-            raise ValueError(f"Expected `log_every_n_steps` to be a multiple of `every_n_steps`={every_n_steps}, got {log_every_n_steps}")
+            raise ValueError(
+                f"Expected `log_every_n_steps` to be a multiple of `every_n_steps`={every_n_steps}, got "
+                f"{log_every_n_steps}"
+            )
         self.every_n_steps, self.top_k = every_n_steps, top_k
         self.log_every_n_steps = log_every_n_steps or every_n_steps
         self.matrix, self.reference, self.prefix, self.rank_rtol = matrix, reference, prefix, rank_rtol
@@ -112,12 +125,16 @@ class SingularValueLogger(Callback):
         return self._signature_has_members
 
     @torch.no_grad()
-    def compute(self, pl_module: L.LightningModule, members: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def compute(
+        self, pl_module: L.LightningModule, members: list[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Singular values (M, min(n,m)) and projections (M, k) or None of the selected members' matrices now."""
         w, _ = self._matrices(pl_module, members)
         return self._spectrum(pl_module, w, members)
 
-    def _spectrum(self, pl_module: L.LightningModule, w: torch.Tensor, members: list[int] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _spectrum(
+        self, pl_module: L.LightningModule, w: torch.Tensor, members: list[int] | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         s = singular_values(w)
         proj = None
         if self.reference is not None:
@@ -184,7 +201,9 @@ class SingularValueLogger(Callback):
         self._special = {trainer.max_steps, *(getattr(pl_module, "member_ends", None) or [])}
         self._log(trainer, pl_module)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if step % self.every_n_steps == 0 or step in self._special:
             self._log(trainer, pl_module)

@@ -78,7 +78,9 @@ class TaskSwitch(Callback):
         if wanted == self._applied:
             return
         for task in (self.from_task, self.to_task):
-            members = [e for e, w in enumerate(wanted) if w == task and (self._applied is None or self._applied[e] != task)]
+            members = [
+                e for e, w in enumerate(wanted) if w == task and (self._applied is None or self._applied[e] != task)
+            ]
             if members:
                 pl_module.set_task(task, members=members)
         fresh = {}
@@ -90,13 +92,18 @@ class TaskSwitch(Callback):
         self._applied = wanted
 
     def schedule_events(self) -> list[ScheduleEvent]:
-        """The switch as :class:`~cpl.core.events.ScheduleEvent` s (read by ``ODEReference`` and the module's chunking)."""
+        """The switch as :class:`~cpl.core.events.ScheduleEvent` s (read by ``ODEReference``, module chunking)."""
         by_step: dict[int, list[int]] = {}
         for e, s in enumerate(self.at_steps):
             by_step.setdefault(s, []).append(e)
         n = len(self.at_steps)
         return [
-            ScheduleEvent("switch", start=s, info={"from": self.from_task, "to": self.to_task}, members=None if len(m) == n else tuple(m))
+            ScheduleEvent(
+                "switch",
+                start=s,
+                info={"from": self.from_task, "to": self.to_task},
+                members=None if len(m) == n else tuple(m),
+            )
             for s, m in sorted(by_step.items())
         ]
 

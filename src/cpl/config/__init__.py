@@ -5,7 +5,19 @@ matplotlib), so ``--help`` and config errors answer at once.
 """
 
 from .errors import ConfigError, require
-from .loader import available_confs, compose, conf_dir, flatten, load_config, make_config, max_steps, parse_overrides, read_conf, translate, validate
+from .loader import (
+    available_confs,
+    compose,
+    conf_dir,
+    flatten,
+    load_config,
+    make_config,
+    max_steps,
+    parse_overrides,
+    read_conf,
+    translate,
+    validate,
+)
 from .registry import FAMILIES, Family, family, register_family
 
 __all__ = [

@@ -23,7 +23,19 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from .errors import ConfigError
 from .registry import family
 
-__all__ = ["conf_dir", "available_confs", "read_conf", "load_config", "compose", "make_config", "parse_overrides", "validate", "max_steps", "flatten", "translate"]
+__all__ = [
+    "conf_dir",
+    "available_confs",
+    "read_conf",
+    "load_config",
+    "compose",
+    "make_config",
+    "parse_overrides",
+    "validate",
+    "max_steps",
+    "flatten",
+    "translate",
+]
 
 
 def conf_dir() -> Path:
@@ -68,7 +80,10 @@ def _translate(exc: OmegaConfBaseException, schema: type, source: str) -> Config
             f"{' under ' + repr(parent) if parent else ''}: {', '.join(allowed)}.{hint}"
         )
     if isinstance(exc, ValidationError):
-        return ConfigError(f"Config key '{key}' (from {source}) has value {exc.value!r} of the wrong type: {str(exc.msg).splitlines()[0]}")
+        return ConfigError(
+            f"Config key '{key}' (from {source}) has value {exc.value!r} of the wrong type: "
+            f"{str(exc.msg).splitlines()[0]}"
+        )
     return ConfigError(f"Invalid config (from {source}): {exc}")
 
 
@@ -85,7 +100,10 @@ def translate(exc: OmegaConfBaseException, schema: type, source: str) -> ConfigE
             f"{' under ' + repr(parent) if parent else ''}: {', '.join(allowed)}.{hint}"
         )
     if isinstance(exc, ValidationError):
-        return ConfigError(f"Config key '{key}' (from {source}) has value {exc.value!r} of the wrong type: {str(exc.msg).splitlines()[0]}")
+        return ConfigError(
+            f"Config key '{key}' (from {source}) has value {exc.value!r} of the wrong type: "
+            f"{str(exc.msg).splitlines()[0]}"
+        )
     return ConfigError(f"Invalid config (from {source}): {exc}")
 
 
@@ -114,12 +132,18 @@ def _compose_file(path: Path, directory: Path, seen: tuple[Path, ...]) -> DictCo
     if defaults is None:
         return node
     if not isinstance(defaults, ListConfig) or not all(isinstance(d, str) for d in defaults):
-        raise ConfigError(f"Invalid value for 'defaults' (from {path}): got {defaults!r}; allowed: a list of conf paths, e.g. [base/matcomp]")
+        raise ConfigError(
+            f"Invalid value for 'defaults' (from {path}): got {defaults!r}; allowed: a list of conf paths, "
+            "e.g. [base/matcomp]"
+        )
     merged = OmegaConf.create()
     for name in defaults:
         target = directory / f"{name}.yaml"
         if not target.is_file():
-            raise ConfigError(f"Invalid value for 'defaults' (from {path}): got {name!r}; allowed: a conf path under {directory} (no such file {target})")
+            raise ConfigError(
+                f"Invalid value for 'defaults' (from {path}): got {name!r}; allowed: a conf path under "
+                f"{directory} (no such file {target})"
+            )
         merged = OmegaConf.merge(merged, _compose_file(target, directory, (*seen, path)))
     return OmegaConf.merge(merged, node)
 
@@ -134,7 +158,10 @@ def read_conf(name: str, directory: Path | None = None) -> tuple[DictConfig, Pat
     directory = Path(directory or conf_dir())
     path = directory / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"conf={name!r} not found in {directory}; available confs: {', '.join(available_confs(directory)) or '(none)'}")
+        raise ConfigError(
+            f"conf={name!r} not found in {directory}; available confs: "
+            f"{', '.join(available_confs(directory)) or '(none)'}"
+        )
     return _compose_file(path, directory, ()), path
 
 
@@ -161,10 +188,14 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> DictConfig:
     try:
         return OmegaConf.from_dotlist(list(overrides))
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"Could not parse overrides {list(overrides)}: {exc}. Use key=value, e.g. model.depth=4") from None
+        raise ConfigError(
+            f"Could not parse overrides {list(overrides)}: {exc}. Use key=value, e.g. model.depth=4"
+        ) from None
 
 
-def compose(raw: DictConfig, over: DictConfig, name: str = "", source: str = "conf", over_source: str = "command line") -> DictConfig:
+def compose(
+    raw: DictConfig, over: DictConfig, name: str = "", source: str = "conf", over_source: str = "command line"
+) -> DictConfig:
     """Merge a conf tree ``raw`` and an override tree ``over`` into the schema of their ``kind`` and validate.
 
     Raises:

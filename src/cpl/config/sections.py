@@ -14,13 +14,37 @@ from omegaconf import DictConfig
 
 from .errors import require
 
-__all__ = ["OptimConfig", "LogConfig", "TrackingConfig", "TrainerConfig", "validate_common", "NON_RESULT_KEYS", "RUN_SHARED_KEYS"]
+__all__ = [
+    "OptimConfig",
+    "LogConfig",
+    "TrackingConfig",
+    "TrainerConfig",
+    "validate_common",
+    "NON_RESULT_KEYS",
+    "RUN_SHARED_KEYS",
+]
 
 #: keys that do not change what a run computes: left out of config hashes (sweep resume)
-NON_RESULT_KEYS = ("name", "tracking", "trainer.progress_bar", "trainer.checkpoint_dir", "trainer.checkpoint_every_n_steps", "trainer.ckpt_path")
+NON_RESULT_KEYS = (
+    "name",
+    "tracking",
+    "trainer.progress_bar",
+    "trainer.checkpoint_dir",
+    "trainer.checkpoint_every_n_steps",
+    "trainer.ckpt_path",
+)
 #: keys that every member of one batched run shares, whatever the family (one trainer, one store)
-RUN_SHARED_KEYS = ("kind", "trainer.accelerator", "trainer.checkpoint_dir", "trainer.steps_per_call", "log.figures", "tracking.uri",
-                   "tracking.experiment", "tracking.enabled", "tracking.background_writes")
+RUN_SHARED_KEYS = (
+    "kind",
+    "trainer.accelerator",
+    "trainer.checkpoint_dir",
+    "trainer.steps_per_call",
+    "log.figures",
+    "tracking.uri",
+    "tracking.experiment",
+    "tracking.enabled",
+    "tracking.background_writes",
+)
 
 
 @dataclass
@@ -75,12 +99,32 @@ class TrainerConfig:
 
 def validate_common(cfg: DictConfig) -> None:
     require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "a number > 0")
-    require(cfg.trainer.accelerator in ("cpu", "gpu", "cuda", "mps", "auto"), "trainer.accelerator", cfg.trainer.accelerator, "cpu, gpu, cuda, mps or auto")
+    require(
+        cfg.trainer.accelerator in ("cpu", "gpu", "cuda", "mps", "auto"),
+        "trainer.accelerator",
+        cfg.trainer.accelerator,
+        "cpu, gpu, cuda, mps or auto",
+    )
     require(cfg.trainer.dtype in ("float32", "float64"), "trainer.dtype", cfg.trainer.dtype, "float32 or float64")
-    require(cfg.trainer.get("steps_per_call", 1) >= 1, "trainer.steps_per_call", cfg.trainer.get("steps_per_call"), "an integer >= 1")
-    require(cfg.trainer.checkpoint_every_n_steps >= 0, "trainer.checkpoint_every_n_steps", cfg.trainer.checkpoint_every_n_steps, "an integer >= 0 (0 = only on interrupt and at the end)")
+    require(
+        cfg.trainer.get("steps_per_call", 1) >= 1,
+        "trainer.steps_per_call",
+        cfg.trainer.get("steps_per_call"),
+        "an integer >= 1",
+    )
+    require(
+        cfg.trainer.checkpoint_every_n_steps >= 0,
+        "trainer.checkpoint_every_n_steps",
+        cfg.trainer.checkpoint_every_n_steps,
+        "an integer >= 0 (0 = only on interrupt and at the end)",
+    )
     if cfg.trainer.ckpt_path is not None:
-        require(Path(cfg.trainer.ckpt_path).is_file(), "trainer.ckpt_path", cfg.trainer.ckpt_path, "the path of an existing checkpoint file")
+        require(
+            Path(cfg.trainer.ckpt_path).is_file(),
+            "trainer.ckpt_path",
+            cfg.trainer.ckpt_path,
+            "the path of an existing checkpoint file",
+        )
     for key in ("every_n_steps", "sv_every_n_steps"):
         require(cfg.log[key] >= 1, f"log.{key}", cfg.log[key], "an integer >= 1")
     trace = cfg.log.get("trace_every_n_steps")
@@ -88,4 +132,9 @@ def validate_common(cfg: DictConfig) -> None:
         require(trace >= 1, "log.trace_every_n_steps", trace, "null or an integer >= 1")
     sv_log = cfg.log.get("sv_log_every_n_steps")
     if sv_log is not None:
-        require(sv_log >= 1 and sv_log % cfg.log.sv_every_n_steps == 0, "log.sv_log_every_n_steps", sv_log, f"null or a multiple of log.sv_every_n_steps={cfg.log.sv_every_n_steps}")
+        require(
+            sv_log >= 1 and sv_log % cfg.log.sv_every_n_steps == 0,
+            "log.sv_log_every_n_steps",
+            sv_log,
+            f"null or a multiple of log.sv_every_n_steps={cfg.log.sv_every_n_steps}",
+        )

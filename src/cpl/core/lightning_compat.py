@@ -88,7 +88,11 @@ _IGNORED_WARNINGS = (
 
 def quiet_lightning() -> None:
     """Silence Lightning's info logs and the warnings that do not apply to cpl's runs."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed"):
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "lightning.fabric.utilities.seed",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
     for message in _IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=message)

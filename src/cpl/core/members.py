@@ -15,7 +15,15 @@ from typing import Mapping, Sequence
 
 import torch
 
-__all__ = ["member_key", "member_prefix", "split_member_key", "member_metrics", "MemberSchedule", "onset_chain", "trunk_owner"]
+__all__ = [
+    "member_key",
+    "member_prefix",
+    "split_member_key",
+    "member_metrics",
+    "MemberSchedule",
+    "onset_chain",
+    "trunk_owner",
+]
 
 
 def member_key(key: str, member: int, n_members: int) -> str:
@@ -49,7 +57,9 @@ def split_member_key(key: str) -> tuple[int, str]:
     return 0, key
 
 
-def member_metrics(values: Mapping[str, torch.Tensor], members: Sequence[int] | None = None, n_members: int | None = None) -> dict[str, float]:
+def member_metrics(
+    values: Mapping[str, torch.Tensor], members: Sequence[int] | None = None, n_members: int | None = None
+) -> dict[str, float]:
     """Turn ``{key: tensor of shape (M,)}`` into flat float metrics named by :func:`member_key`.
 
     ``members`` gives the member index of each of the M entries (default ``0..M-1``) and
@@ -95,7 +105,9 @@ def onset_chain(onsets: Sequence[int], steps_after: Sequence[int] | int) -> Memb
         raise ValueError(f"Expected one `steps_after` per onset ({len(onsets)}), got {len(after)}")
     starts = [0] + onsets[:-1]
     sources: list[int | None] = [None] + list(range(len(onsets) - 1))
-    return MemberSchedule(starts=starts, ends=[t + a for t, a in zip(onsets, after)], sources=sources, switch_steps=onsets)
+    return MemberSchedule(
+        starts=starts, ends=[t + a for t, a in zip(onsets, after)], sources=sources, switch_steps=onsets
+    )
 
 
 def trunk_owner(schedule: MemberSchedule, member: int, step: int) -> int:

@@ -106,7 +106,9 @@ class FullBatchModule(FastHookNameMixin, L.LightningModule):
     def n_members(self) -> int:
         return next(iter(self.parameters())).shape[0]
 
-    def set_member_schedule(self, starts: Sequence[int], ends: Sequence[int], sources: Sequence[Optional[int]] | None = None) -> None:
+    def set_member_schedule(
+        self, starts: Sequence[int], ends: Sequence[int], sources: Sequence[Optional[int]] | None = None
+    ) -> None:
         """Give each member its own window of steps ``[start, end)``.
 
         A member is updated only inside its window; its last weights (and final metrics) are
@@ -117,7 +119,9 @@ class FullBatchModule(FastHookNameMixin, L.LightningModule):
         n = self.n_members
         sources = [None] * n if sources is None else list(sources)
         if not (len(starts) == len(ends) == len(sources) == n):
-            raise ValueError(f"Expected one start, end and source per member ({n}), got {len(starts)}, {len(ends)}, {len(sources)}")
+            raise ValueError(
+                f"Expected one start, end and source per member ({n}), got {len(starts)}, {len(ends)}, {len(sources)}"
+            )
         for e, (a, b, src) in enumerate(zip(starts, ends, sources)):
             if not 0 <= a <= b:
                 raise ValueError(f"Expected 0 <= start <= end for member {e}, got start={a}, end={b}")
@@ -141,8 +145,12 @@ class FullBatchModule(FastHookNameMixin, L.LightningModule):
             return []
         if self.member_starts is None:
             return list(range(self.n_members)) if step % every_n_steps == 0 or last else []
-        return [e for e in range(self.n_members)
-                if self.member_starts[e] <= step <= self.member_ends[e] and (step % every_n_steps == 0 or step == self.member_ends[e])]
+        return [
+            e
+            for e in range(self.n_members)
+            if self.member_starts[e] <= step <= self.member_ends[e]
+            and (step % every_n_steps == 0 or step == self.member_ends[e])
+        ]
 
     def _copy_sources(self, step: int) -> None:
         """Members starting at ``step`` take their source's parameters (the state after ``step`` updates)."""
@@ -172,7 +180,9 @@ class FullBatchModule(FastHookNameMixin, L.LightningModule):
     def loss(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def compute_metrics(self, members: Sequence[int] | None = None) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+    def compute_metrics(
+        self, members: Sequence[int] | None = None
+    ) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         """``{key: tensor (M,)}`` for the given members (None: all E)."""
         raise NotImplementedError
 
@@ -268,8 +278,12 @@ class FullBatchModule(FastHookNameMixin, L.LightningModule):
 
     def _prepare_chunks(self) -> None:
         intervals = [self.log_every_n_steps, *self._chunk_intervals]
-        intervals += [cb.every_n_steps for cb in self.trainer.callbacks if isinstance(getattr(cb, "every_n_steps", None), int)]
-        events: list[Optional[int]] = [int(self._last_step)] if self._last_step != float("inf") else []  # set by on_fit_start
+        intervals += [
+            cb.every_n_steps for cb in self.trainer.callbacks if isinstance(getattr(cb, "every_n_steps", None), int)
+        ]
+        events: list[Optional[int]] = (
+            [int(self._last_step)] if self._last_step != float("inf") else []
+        )  # set by on_fit_start
         for ev in collect_schedule(self.trainer.callbacks):
             events += [ev.start, ev.end]
         if self.member_starts is not None:
@@ -277,7 +291,9 @@ class FullBatchModule(FastHookNameMixin, L.LightningModule):
         self._chunks = ChunkPlan.build(self.steps_per_call, intervals, events)
 
     def on_fit_start(self) -> None:
-        self._last_step = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else float("inf")
+        self._last_step = (
+            self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else float("inf")
+        )
         self._chunks = None
         if self.steps_per_call > 1:
             self._prepare_chunks()

@@ -40,10 +40,22 @@ def critical_period_table(sweep: Sweep, results: dict[int, CellResult]) -> list[
     for cell in sweep.cells:
         r = results.get(cell.index) or CellResult(cell.index, cell.config_hash, "NOT_RUN")
         value = values[cell.index]
-        row: dict[str, Any] = {"cell": cell.index, **cell.values, "status": r.status, "resumed": r.resumed, s.metric: value}
+        row: dict[str, Any] = {
+            "cell": cell.index,
+            **cell.values,
+            "status": r.status,
+            "resumed": r.resumed,
+            s.metric: value,
+        }
         if onset:
             row["relative_error"] = value - by_key[_values_key(dict(cell.values, **{onset: ref_onset}))]
-        row.update({"run_id": r.run_id or "", "seconds": round(r.seconds, 2), "error": (r.error or "").splitlines()[0][:300] if r.error else ""})
+        row.update(
+            {
+                "run_id": r.run_id or "",
+                "seconds": round(r.seconds, 2),
+                "error": (r.error or "").splitlines()[0][:300] if r.error else "",
+            }
+        )
         rows.append(row)
     return rows
 
@@ -112,11 +124,22 @@ def _figures(sweep: Sweep, rows: list[dict[str, Any]]) -> dict[str, Any]:
     s = sweep.settings
     title = f"{s.name}: curves by {s.group_by or 'cell'}"
     figs = {}
-    for column, path, ylabel in (("relative_error", "summary/relative_error.png", f"relative error ({s.metric} minus onset {min(sweep.grid[s.onset_key])})"),
-                                 (s.metric, "summary/final_error.png", s.metric)):
+    for column, path, ylabel in (
+        (
+            "relative_error",
+            "summary/relative_error.png",
+            f"relative error ({s.metric} minus onset {min(sweep.grid[s.onset_key])})",
+        ),
+        (s.metric, "summary/final_error.png", s.metric),
+    ):
         data = {_label(k): v for k, v in curves(sweep, rows, column).items()}
-        figs[path] = critical_period_figure(data, xlabel=f"deficit length ({s.onset_key})", ylabel=ylabel, title=title,
-                                            threshold=s.threshold if column == "relative_error" else None)
+        figs[path] = critical_period_figure(
+            data,
+            xlabel=f"deficit length ({s.onset_key})",
+            ylabel=ylabel,
+            title=title,
+            threshold=s.threshold if column == "relative_error" else None,
+        )
     return figs
 
 
@@ -125,8 +148,13 @@ def log_summary(client, parent_run_id: str, sweep: Sweep, rows: list[dict[str, A
     s = sweep.settings
     ts = int(time.time() * 1000)
     n = {status: sum(r["status"] == status for r in rows) for status in ("FINISHED", "FAILED", "NOT_RUN")}
-    summary = {"sweep/n_cells": float(len(rows)), "sweep/n_finished": float(n["FINISHED"]), "sweep/n_failed": float(n["FAILED"]),
-               "sweep/n_not_run": float(n["NOT_RUN"]), "sweep/n_resumed": float(sum(bool(r["resumed"]) for r in rows))}
+    summary = {
+        "sweep/n_cells": float(len(rows)),
+        "sweep/n_finished": float(n["FINISHED"]),
+        "sweep/n_failed": float(n["FAILED"]),
+        "sweep/n_not_run": float(n["NOT_RUN"]),
+        "sweep/n_resumed": float(sum(bool(r["resumed"]) for r in rows)),
+    }
     metrics = [Metric(k, v, ts, 0) for k, v in summary.items()]
     client.log_text(parent_run_id, table_csv(rows), "summary/critical_period_table.csv")
     client.log_text(parent_run_id, table_markdown(rows) + "\n", "summary/critical_period_table.md")
@@ -136,9 +164,13 @@ def log_summary(client, parent_run_id: str, sweep: Sweep, rows: list[dict[str, A
             metrics.append(Metric(f"critical_period/{_metric_label(key)}", value, ts, 0))
         for column, prefix in (("relative_error", "relative_error"), (s.metric, "final_error")):
             for key, (xs, ys) in curves(sweep, rows, column).items():
-                metrics += [Metric(f"{prefix}/{_metric_label(key)}", float(y), ts, int(x)) for x, y in zip(xs, ys) if not math.isnan(y)]
+                metrics += [
+                    Metric(f"{prefix}/{_metric_label(key)}", float(y), ts, int(x))
+                    for x, y in zip(xs, ys)
+                    if not math.isnan(y)
+                ]
         for path, fig in _figures(sweep, rows).items():
             client.log_figure(parent_run_id, fig, path)
     for i in range(0, len(metrics), 1000):
-        client.log_batch(parent_run_id, metrics=metrics[i:i + 1000])
+        client.log_batch(parent_run_id, metrics=metrics[i : i + 1000])
     return summary

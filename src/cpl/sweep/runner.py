@@ -59,12 +59,21 @@ __all__ = ["run_cells", "plan_tasks", "run_sweep", "SweepResult", "warn_remote_s
 
 
 def cell_tags(cell: Cell) -> dict[str, str]:
-    return {"cpl.sweep.role": "cell", "cpl.sweep.cell": str(cell.index), "cpl.sweep.cell_hash": cell.config_hash,
-            "cpl.sweep.cell_values": json.dumps(cell.values, default=str)}
+    return {
+        "cpl.sweep.role": "cell",
+        "cpl.sweep.cell": str(cell.index),
+        "cpl.sweep.cell_hash": cell.config_hash,
+        "cpl.sweep.cell_values": json.dumps(cell.values, default=str),
+    }
 
 
-def run_cells(cells: Sequence[Cell], parent_run_id: Optional[str], tags: Optional[dict[str, str]] = None, callbacks: Sequence[Any] = (),
-              torch_threads: Optional[int] = None) -> list[CellResult]:
+def run_cells(
+    cells: Sequence[Cell],
+    parent_run_id: Optional[str],
+    tags: Optional[dict[str, str]] = None,
+    callbacks: Sequence[Any] = (),
+    torch_threads: Optional[int] = None,
+) -> list[CellResult]:
     """Run one task: every cell as one tracked :func:`cpl.run.train` nested under ``parent_run_id``.
 
     A cell that raises (divergence, any error) gives a FAILED result (its MLflow run is marked
@@ -79,26 +88,43 @@ def run_cells(cells: Sequence[Cell], parent_run_id: Optional[str], tags: Optiona
         torch.set_num_threads(previous)
 
 
-def _run_group(cells: Sequence[Cell], parent_run_id: Optional[str], tags: Optional[dict[str, str]], callbacks: Sequence[Any]) -> Optional[list[CellResult]]:
+def _run_group(
+    cells: Sequence[Cell], parent_run_id: Optional[str], tags: Optional[dict[str, str]], callbacks: Sequence[Any]
+) -> Optional[list[CellResult]]:
     """Train the cells as the members of one batched run; None if that failed (the caller then
     runs them one by one, so one diverging cell does not fail the others)."""
     t0 = time.perf_counter()
     member_tags = [{**cell_tags(cell), "cpl.sweep.attempt": uuid.uuid4().hex} for cell in cells]
     try:
-        results = train_group([c.config for c in cells], callbacks=callbacks, tags=tags, parent_run_id=parent_run_id, member_tags=member_tags)
+        results = train_group(
+            [c.config for c in cells],
+            callbacks=callbacks,
+            tags=tags,
+            parent_run_id=parent_run_id,
+            member_tags=member_tags,
+        )
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - retried cell by cell
         for cell, mt in zip(cells, member_tags):
             run_id = _attempt_run_id(cell, mt["cpl.sweep.attempt"])
             if run_id:
-                tracking.set_tags(tracking.get_client(cell.config.tracking.uri), run_id, {"cpl.sweep.superseded": f"batched run failed ({type(exc).__name__}); cell re-run alone"})
+                tracking.set_tags(
+                    tracking.get_client(cell.config.tracking.uri),
+                    run_id,
+                    {"cpl.sweep.superseded": f"batched run failed ({type(exc).__name__}); cell re-run alone"},
+                )
         return None
     seconds = (time.perf_counter() - t0) / len(cells)
-    return [CellResult(c.index, c.config_hash, "FINISHED", dict(r.metrics), r.run_id, seconds=seconds) for c, r in zip(cells, results)]
+    return [
+        CellResult(c.index, c.config_hash, "FINISHED", dict(r.metrics), r.run_id, seconds=seconds)
+        for c, r in zip(cells, results)
+    ]
 
 
-def _run_cells(cells: Sequence[Cell], parent_run_id: Optional[str], tags: Optional[dict[str, str]], callbacks: Sequence[Any]) -> list[CellResult]:
+def _run_cells(
+    cells: Sequence[Cell], parent_run_id: Optional[str], tags: Optional[dict[str, str]], callbacks: Sequence[Any]
+) -> list[CellResult]:
     if len(cells) > 1:
         grouped = _run_group(cells, parent_run_id, tags, callbacks)
         if grouped is not None:
@@ -113,10 +139,27 @@ def _run_cells(cells: Sequence[Cell], parent_run_id: Optional[str], tags: Option
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - a failing cell must not stop the sweep
-            out.append(CellResult(cell.index, cell.config_hash, "FAILED", run_id=_attempt_run_id(cell, attempt),
-                                  error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - t0))
+            out.append(
+                CellResult(
+                    cell.index,
+                    cell.config_hash,
+                    "FAILED",
+                    run_id=_attempt_run_id(cell, attempt),
+                    error=f"{type(exc).__name__}: {exc}",
+                    seconds=time.perf_counter() - t0,
+                )
+            )
             continue
-        out.append(CellResult(cell.index, cell.config_hash, "FINISHED", dict(result.metrics), result.run_id, seconds=time.perf_counter() - t0))
+        out.append(
+            CellResult(
+                cell.index,
+                cell.config_hash,
+                "FINISHED",
+                dict(result.metrics),
+                result.run_id,
+                seconds=time.perf_counter() - t0,
+            )
+        )
     return out
 
 
@@ -126,7 +169,9 @@ def _attempt_run_id(cell: Cell, attempt: str) -> Optional[str]:
         exp = client.get_experiment_by_name(cell.config.tracking.experiment)
         if exp is None:
             return None
-        runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`cpl.sweep.attempt` = '{attempt}'", max_results=1)
+        runs = client.search_runs(
+            [exp.experiment_id], filter_string=f"tags.`cpl.sweep.attempt` = '{attempt}'", max_results=1
+        )
         return runs[0].info.run_id if runs else None
     except Exception:  # noqa: BLE001 - best effort, for the report only
         return None
@@ -173,23 +218,47 @@ def run_sweep(sweep: Sweep, callbacks: Sequence[Any] = (), executor: Any = None,
     uri = sweep.base.tracking.uri
     client = tracking.get_client(uri)
     parent_id, exp_id, resumed_parent = find_or_create_parent(client, sweep)
-    tracking.set_tags(client, parent_id, {"cpl.sweep.executor": sweep.settings.executor, "cpl.sweep.threshold": sweep.settings.threshold})
+    tracking.set_tags(
+        client,
+        parent_id,
+        {"cpl.sweep.executor": sweep.settings.executor, "cpl.sweep.threshold": sweep.settings.threshold},
+    )
     done = finished_cells(client, exp_id, parent_id) if resumed_parent else {}
     results: dict[int, CellResult] = {}
     for cell in sweep.cells:
         if cell.config_hash in done:
             r = done[cell.config_hash]
-            results[cell.index] = CellResult(cell.index, cell.config_hash, "FINISHED", r.metrics, r.run_id, resumed=True)
+            results[cell.index] = CellResult(
+                cell.index, cell.config_hash, "FINISHED", r.metrics, r.run_id, resumed=True
+            )
     todo = [c for c in sweep.cells if c.index not in results]
     tasks = plan_tasks(todo, sweep.settings.batched, sweep.settings.max_members)
-    fn = functools.partial(run_cells, parent_run_id=parent_id, tags={"cpl.sweep.name": sweep.name, "cpl.sweep.hash": sweep.sweep_hash}, callbacks=tuple(callbacks),
-                           torch_threads=sweep.settings.torch_threads)
+    fn = functools.partial(
+        run_cells,
+        parent_run_id=parent_id,
+        tags={"cpl.sweep.name": sweep.name, "cpl.sweep.hash": sweep.sweep_hash},
+        callbacks=tuple(callbacks),
+        torch_threads=sweep.settings.torch_threads,
+    )
     executor = executor or make_executor(sweep.settings)
     counts = {"done": 0, "failed": 0, "skipped": len(results)}
-    bar = tqdm(total=len(sweep.cells), initial=len(results), desc=f"sweep {sweep.name}", unit="cell", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(sweep.cells),
+        initial=len(results),
+        desc=f"sweep {sweep.name}",
+        unit="cell",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
 
     def postfix() -> None:
-        bar.set_postfix(done=counts["done"], failed=counts["failed"], skipped=counts["skipped"], left=len(sweep.cells) - sum(counts.values()), refresh=True)
+        bar.set_postfix(
+            done=counts["done"],
+            failed=counts["failed"],
+            skipped=counts["skipped"],
+            left=len(sweep.cells) - sum(counts.values()),
+            refresh=True,
+        )
 
     postfix()
     try:
@@ -198,13 +267,23 @@ def run_sweep(sweep: Sweep, callbacks: Sequence[Any] = (), executor: Any = None,
                 results[r.index] = r
                 counts["failed" if r.status == "FAILED" else "done"] += 1
                 if r.status == "FAILED":
-                    bar.write(f"cell {r.index} FAILED: {(r.error or '').splitlines()[0][:200] if r.error else ''}", file=sys.stderr)
+                    bar.write(
+                        f"cell {r.index} FAILED: {(r.error or '').splitlines()[0][:200] if r.error else ''}",
+                        file=sys.stderr,
+                    )
             bar.update(len(task_results))
             postfix()
     except KeyboardInterrupt:
         bar.close()
         finished = sum(r.status == "FINISHED" for r in results.values())
-        tracking.set_tags(client, parent_id, {"cpl.status_message": f"interrupted with {finished}/{len(sweep.cells)} cells finished; run the same sweep again to resume"})
+        tracking.set_tags(
+            client,
+            parent_id,
+            {
+                "cpl.status_message": f"interrupted with {finished}/{len(sweep.cells)} cells finished; run the "
+                "same sweep again to resume"
+            },
+        )
         client.set_terminated(parent_id, "KILLED")
         raise
     except BaseException as exc:
@@ -216,8 +295,14 @@ def run_sweep(sweep: Sweep, callbacks: Sequence[Any] = (), executor: Any = None,
     rows = critical_period_table(sweep, results)
     summary = log_summary(client, parent_id, sweep, rows)
     failed = [r for r in rows if r["status"] == "FAILED"]
-    tracking.set_tags(client, parent_id, {"cpl.status_message": f"{len(rows) - len(failed)}/{len(rows)} cells finished"
-                                          + (f"; failed cells: {', '.join(str(r['cell']) for r in failed)}" if failed else "")})
+    tracking.set_tags(
+        client,
+        parent_id,
+        {
+            "cpl.status_message": f"{len(rows) - len(failed)}/{len(rows)} cells finished"
+            + (f"; failed cells: {', '.join(str(r['cell']) for r in failed)}" if failed else "")
+        },
+    )
     client.set_terminated(parent_id, "FINISHED")
     return SweepResult(parent_id, uri, rows, summary, resumed_parent, failed)
 
@@ -225,6 +310,14 @@ def run_sweep(sweep: Sweep, callbacks: Sequence[Any] = (), executor: Any = None,
 def warn_remote_store(sweep: Sweep) -> None:
     """Warn when a Ray cluster would log to a local file store the nodes cannot reach."""
     s = sweep.settings
-    if s.executor == "ray" and s.ray_address and not sweep.base.tracking.uri.startswith(("http://", "https://", "databricks")):
-        warnings.warn(f"sweep.executor=ray with sweep.ray_address={s.ray_address!r} logs to tracking.uri={sweep.base.tracking.uri!r}; "
-                      "nodes of a cluster need a tracking server they all reach (tracking.uri=http://host:port)", stacklevel=2)
+    if (
+        s.executor == "ray"
+        and s.ray_address
+        and not sweep.base.tracking.uri.startswith(("http://", "https://", "databricks"))
+    ):
+        warnings.warn(
+            f"sweep.executor=ray with sweep.ray_address={s.ray_address!r} logs to "
+            f"tracking.uri={sweep.base.tracking.uri!r}; "
+            "nodes of a cluster need a tracking server they all reach (tracking.uri=http://host:port)",
+            stacklevel=2,
+        )

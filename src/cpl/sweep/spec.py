@@ -17,7 +17,16 @@ from ..config import ConfigError, compose, parse_overrides, read_conf, require, 
 from ..config.sections import NON_RESULT_KEYS
 from ..tracking.store import tracking_uri
 
-__all__ = ["SweepConfig", "Sweep", "Cell", "CellResult", "load_sweep", "make_sweep", "config_hash", "FORBIDDEN_GRID_KEYS"]
+__all__ = [
+    "SweepConfig",
+    "Sweep",
+    "Cell",
+    "CellResult",
+    "load_sweep",
+    "make_sweep",
+    "config_hash",
+    "FORBIDDEN_GRID_KEYS",
+]
 
 
 #: grid keys a sweep may not vary
@@ -104,7 +113,8 @@ def _digest(obj: Any) -> str:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """Hash of a resolved run config, without the keys that do not change the result (:data:`~cpl.config.sections.NON_RESULT_KEYS`).
+    """Hash of a resolved run config, without the keys that do not change the result
+    (:data:`~cpl.config.sections.NON_RESULT_KEYS`).
 
     >>> from cpl.config import make_config
     >>> config_hash(make_config(tracking={"uri": "sqlite:///a.db"})) == config_hash(make_config(tracking={"uri": "sqlite:///b.db"}))
@@ -125,7 +135,10 @@ def _flat_grid(node: Any, prefix: str, source: str) -> dict[str, list]:
     if node is None:
         return out
     if not isinstance(node, (DictConfig, dict)):
-        raise ConfigError(f"Invalid value for 'sweep.grid{'.' + prefix if prefix else ''}' (from {source}): got {node!r}; allowed: a mapping of dotted keys to lists, e.g. model.depth: [1, 2, 3]")
+        raise ConfigError(
+            f"Invalid value for 'sweep.grid{'.' + prefix if prefix else ''}' (from {source}): got {node!r}; "
+            "allowed: a mapping of dotted keys to lists, e.g. model.depth: [1, 2, 3]"
+        )
     for key, value in node.items():
         full = f"{prefix}.{key}" if prefix else str(key)
         if isinstance(value, (DictConfig, dict)):
@@ -133,10 +146,18 @@ def _flat_grid(node: Any, prefix: str, source: str) -> dict[str, list]:
         elif isinstance(value, (ListConfig, list, tuple)):
             values = OmegaConf.to_container(value) if isinstance(value, ListConfig) else list(value)
             require(len(values) >= 1, f"sweep.grid.{full}", values, "a non-empty list of values")
-            require(len({json.dumps(v, sort_keys=True, default=str) for v in values}) == len(values), f"sweep.grid.{full}", values, "a list without repeated values")
+            require(
+                len({json.dumps(v, sort_keys=True, default=str) for v in values}) == len(values),
+                f"sweep.grid.{full}",
+                values,
+                "a list without repeated values",
+            )
             out[full] = values
         else:
-            raise ConfigError(f"Invalid value for 'sweep.grid.{full}' (from {source}): got {value!r}; allowed: a list of values, e.g. sweep.grid.{full}=[{value}]")
+            raise ConfigError(
+                f"Invalid value for 'sweep.grid.{full}' (from {source}): got {value!r}; allowed: a list of "
+                f"values, e.g. sweep.grid.{full}=[{value}]"
+            )
     return out
 
 
@@ -159,7 +180,10 @@ def _settings(raw: Any, over: Any, source: str, default_name: str) -> SweepConfi
         if node is None:
             continue
         if not isinstance(node, DictConfig):
-            raise ConfigError(f"Invalid value for 'sweep' (from {src}): got {node!r}; allowed: a mapping with keys {', '.join(SweepConfig.__dataclass_fields__)}")
+            raise ConfigError(
+                f"Invalid value for 'sweep' (from {src}): got {node!r}; allowed: a mapping with keys "
+                f"{', '.join(SweepConfig.__dataclass_fields__)}"
+            )
         node = node.copy()
         with open_dict(node):
             grid_node = node.pop("grid", None)
@@ -179,15 +203,34 @@ def _settings(raw: Any, over: Any, source: str, default_name: str) -> SweepConfi
 
 
 def _validate_settings(s: SweepConfig) -> None:
-    require(len(s.grid) >= 1, "sweep.grid", s.grid, "at least one key with a list of values, e.g. sweep.grid.model.depth=[1,2,3]")
+    require(
+        len(s.grid) >= 1,
+        "sweep.grid",
+        s.grid,
+        "at least one key with a list of values, e.g. sweep.grid.model.depth=[1,2,3]",
+    )
     for key in s.grid:
-        require(not any(key == f or key.startswith(f + ".") for f in FORBIDDEN_GRID_KEYS), f"sweep.grid.{key}", s.grid[key],
-                "a key of the run config other than kind, name and tracking.*")
+        require(
+            not any(key == f or key.startswith(f + ".") for f in FORBIDDEN_GRID_KEYS),
+            f"sweep.grid.{key}",
+            s.grid[key],
+            "a key of the run config other than kind, name and tracking.*",
+        )
     keys = ", ".join(s.grid)
     if s.onset_key is not None:
-        require(s.onset_key in s.grid, "sweep.onset_key", s.onset_key, f"one of the grid keys ({keys}), or null for no critical-period analysis")
+        require(
+            s.onset_key in s.grid,
+            "sweep.onset_key",
+            s.onset_key,
+            f"one of the grid keys ({keys}), or null for no critical-period analysis",
+        )
     if s.group_by is not None:
-        require(s.group_by in s.grid and s.group_by != s.onset_key, "sweep.group_by", s.group_by, f"a grid key other than the onset key ({keys})")
+        require(
+            s.group_by in s.grid and s.group_by != s.onset_key,
+            "sweep.group_by",
+            s.group_by,
+            f"a grid key other than the onset key ({keys})",
+        )
     else:
         others = [k for k in s.grid if k != s.onset_key]
         s.group_by = others[0] if others else None
@@ -199,7 +242,12 @@ def _validate_settings(s: SweepConfig) -> None:
         require(s.torch_threads >= 1, "sweep.torch_threads", s.torch_threads, "null or an integer >= 1")
     require(s.ray_cpus_per_task > 0, "sweep.ray_cpus_per_task", s.ray_cpus_per_task, "a number > 0")
     if s.executor == "ray":
-        require(importlib.util.find_spec("ray") is not None, "sweep.executor", s.executor, "local (Ray is not installed: pip install 'cpl[ray]')")
+        require(
+            importlib.util.find_spec("ray") is not None,
+            "sweep.executor",
+            s.executor,
+            "local (Ray is not installed: pip install 'cpl[ray]')",
+        )
 
 
 def _expand(base: DictConfig, s: SweepConfig) -> list[Cell]:
@@ -209,7 +257,9 @@ def _expand(base: DictConfig, s: SweepConfig) -> list[Cell]:
         values = dict(zip(keys, combo))
         label = " ".join(f"{k}={v}" for k, v in values.items())
         try:
-            cfg = compose(base, OmegaConf.create(_nest(values)), base.name, source="base conf", over_source="sweep.grid")
+            cfg = compose(
+                base, OmegaConf.create(_nest(values)), base.name, source="base conf", over_source="sweep.grid"
+            )
         except ConfigError as exc:
             raise ConfigError(f"Sweep cell {index} ({label}): {exc}") from None
         cfg.tracking.run_name = f"{s.name}[{index}] {label}"
@@ -220,14 +270,24 @@ def _expand(base: DictConfig, s: SweepConfig) -> list[Cell]:
 
 def _absolute(uri: str) -> str:
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
     return uri
 
 
 def _prepare_base(base: DictConfig, s: SweepConfig) -> DictConfig:
     base = base.copy()
-    require(base.tracking.enabled, "tracking.enabled", base.tracking.enabled, "true in a sweep (its runs are recorded in MLflow)")
-    require(base.trainer.ckpt_path is None, "trainer.ckpt_path", base.trainer.ckpt_path, "null in a sweep (every cell starts from scratch)")
+    require(
+        base.tracking.enabled,
+        "tracking.enabled",
+        base.tracking.enabled,
+        "true in a sweep (its runs are recorded in MLflow)",
+    )
+    require(
+        base.trainer.ckpt_path is None,
+        "trainer.ckpt_path",
+        base.trainer.ckpt_path,
+        "null in a sweep (every cell starts from scratch)",
+    )
     # every cell, in whatever process or machine, logs to the same store and checkpoint folder
     base.tracking.uri = _absolute(tracking_uri(base.tracking.uri))
     base.trainer.checkpoint_dir = str(Path(base.trainer.checkpoint_dir).resolve())

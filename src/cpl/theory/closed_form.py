@@ -63,7 +63,9 @@ def saxe_mode(t, s, a0, time_constant: float = 1.0):
     return a0 / (decay + a0 * growth)
 
 
-def saxe_piecewise(t, pieces: Sequence[tuple[float, np.ndarray]], a0: np.ndarray, time_constant: float = 1.0, t0: float = 0.0) -> np.ndarray:
+def saxe_piecewise(
+    t, pieces: Sequence[tuple[float, np.ndarray]], a0: np.ndarray, time_constant: float = 1.0, t0: float = 0.0
+) -> np.ndarray:
     """Saxe's modes through task switches: restart :func:`saxe_mode` from the current values.
 
     Args:
@@ -97,7 +99,9 @@ def saxe_piecewise(t, pieces: Sequence[tuple[float, np.ndarray]], a0: np.ndarray
     return out
 
 
-def joint_basis(w0: np.ndarray, targets: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray], float]:
+def joint_basis(
+    w0: np.ndarray, targets: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray], float]:
     """A common SVD basis of ``w0`` and the ``targets``, and how far they are from sharing one.
 
     The basis is the SVD of ``w0 + sum_k c_k M_k`` with fixed incommensurate ``c_k``: if all the
@@ -160,7 +164,9 @@ def riccati_step(q: np.ndarray, mu: np.ndarray, o: np.ndarray, dt: float) -> np.
     return o @ np.linalg.solve(chol, (grow[:, None] * qt).T).T
 
 
-def braun_qqt(q0: np.ndarray, target: np.ndarray, times: Sequence[float], lam: float = 0.0, max_exponent: float = 8.0) -> np.ndarray:
+def braun_qqt(
+    q0: np.ndarray, target: np.ndarray, times: Sequence[float], lam: float = 0.0, max_exponent: float = 8.0
+) -> np.ndarray:
     """``Q Q^T(t)`` at sorted ``times >= 0`` from the factor ``Q0`` at ``t = 0`` (one target ``S``).
 
     Exact steps are chained with ``mu_max dt <= max_exponent`` and the factor ``Q`` propagated.
@@ -227,7 +233,8 @@ def braun_trajectory(
     Returns:
         ``{"w": (T, No, Ni), "input_similarity": W1^T W1 (T, Ni, Ni), "output_similarity": W2 W2^T (T, No, No)}``.
 
-    >>> out = braun_trajectory(np.array([[0.1]]), np.array([[0.1]]), [(0.0, np.array([[2.0]])), (10.0, np.array([[0.5]]))], [0.0, 10.0, 80.0])
+    >>> pieces = [(0.0, np.array([[2.0]])), (10.0, np.array([[0.5]]))]
+    >>> out = braun_trajectory(np.array([[0.1]]), np.array([[0.1]]), pieces, [0.0, 10.0, 80.0])
     >>> np.round(out["w"][:, 0, 0], 6)
     array([0.01, 2.  , 0.5 ])
     """

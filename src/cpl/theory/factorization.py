@@ -98,7 +98,9 @@ def _check_pieces(pieces: Sequence[Piece], t0: float) -> list[Piece]:
     return pieces
 
 
-def _integrate(rhs_for, y0: np.ndarray, pieces, times: np.ndarray, t0: float, rtol: float, atol: float, method: str) -> np.ndarray:
+def _integrate(
+    rhs_for, y0: np.ndarray, pieces, times: np.ndarray, t0: float, rtol: float, atol: float, method: str
+) -> np.ndarray:
     """Integrate ``dy/dt = rhs_for(piece)(t, y)`` piece by piece from ``y(t0) = y0``; ``y`` at each of ``times``.
 
     Each piece is solved by its own ``solve_ivp`` call, which starts from the state at the end
@@ -169,7 +171,9 @@ def integrate_end_to_end(
     return _integrate(rhs_for, w0.ravel(), pieces, np.asarray(times, float), t0, rtol, atol, method).reshape(-1, *shape)
 
 
-def svd_velocity(s: np.ndarray, u: np.ndarray, v: np.ndarray, grad: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def svd_velocity(
+    s: np.ndarray, u: np.ndarray, v: np.ndarray, grad: np.ndarray, depth: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(ds/dt, dU/dt, dV/dt)`` of ``W = U diag(s) V^T`` under the balanced flow (distinct nonzero ``s``).
 
         ds_r/dt = - D s_r^(2 - 2/D) (U^T G V)_rr
@@ -258,5 +262,7 @@ def balance_gap(factors: Sequence[np.ndarray]) -> float:
     if len(factors) < 2:
         return 0.0
     scale = max(np.linalg.norm(f @ f.T) for f in factors)
-    gap = max(np.linalg.norm(factors[j + 1].T @ factors[j + 1] - factors[j] @ factors[j].T) for j in range(len(factors) - 1))
+    gap = max(
+        np.linalg.norm(factors[j + 1].T @ factors[j + 1] - factors[j] @ factors[j].T) for j in range(len(factors) - 1)
+    )
     return float(gap / scale) if scale > 0 else 0.0

@@ -85,7 +85,9 @@ def strengths(p: np.ndarray, q: np.ndarray, depth: int, lesioned: Optional[np.nd
     return k
 
 
-def masks_at(step: int, shape: tuple[int, ...], gates: Sequence[Gate] = (), lesions: Sequence[Lesion] = ()) -> tuple[np.ndarray, np.ndarray]:
+def masks_at(
+    step: int, shape: tuple[int, ...], gates: Sequence[Gate] = (), lesions: Sequence[Lesion] = ()
+) -> tuple[np.ndarray, np.ndarray]:
     """``(frozen, lesioned)`` boolean masks of shape ``shape = (P, *batch, k)`` in force at ``step``.
 
     ``frozen``: entries that receive no gradient (gated pathways, lesioned modes);
@@ -102,7 +104,14 @@ def masks_at(step: int, shape: tuple[int, ...], gates: Sequence[Gate] = (), lesi
     return frozen | lesioned, lesioned
 
 
-def rhs(p: np.ndarray, q: np.ndarray, s: np.ndarray, depth: int, frozen: Optional[np.ndarray] = None, lesioned: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+def rhs(
+    p: np.ndarray,
+    q: np.ndarray,
+    s: np.ndarray,
+    depth: int,
+    frozen: Optional[np.ndarray] = None,
+    lesioned: Optional[np.ndarray] = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Time derivatives ``(dp/dt, dq/dt)`` of the per-mode system (see the module docstring).
 
     >>> dp, dq = rhs(np.full((2, 1), 0.5), np.full((2, 1), 0.5), np.array([1.0]), depth=2)
@@ -122,8 +131,15 @@ def rhs(p: np.ndarray, q: np.ndarray, s: np.ndarray, depth: int, frozen: Optiona
 
 
 def discrete_map(
-    p0: np.ndarray, q0: np.ndarray, s: np.ndarray, depth: int, lr: float, n_steps: int,
-    gates: Sequence[Gate] = (), lesions: Sequence[Lesion] = (), start_step: int = 0,
+    p0: np.ndarray,
+    q0: np.ndarray,
+    s: np.ndarray,
+    depth: int,
+    lr: float,
+    n_steps: int,
+    gates: Sequence[Gate] = (),
+    lesions: Sequence[Lesion] = (),
+    start_step: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The exact discrete map: ``n_steps`` explicit Euler steps of size ``lr`` from ``start_step``.
 
@@ -136,10 +152,11 @@ def discrete_map(
 
     Example (one pathway of depth 2 learns ``s = 2``; two pathways share it equally)::
 
-        >>> p, q = discrete_map(np.full((2, 1), 0.5), np.full((2, 1), 0.5), np.array([2.0]), depth=2, lr=0.01, n_steps=3000)
+        >>> half = np.full((2, 1), 0.5)
+        >>> p, q = discrete_map(half, half, np.array([2.0]), depth=2, lr=0.01, n_steps=3000)
         >>> np.round(strengths(p[-1], q[-1], 2).ravel(), 6)
         array([1., 1.])
-        >>> p, q = discrete_map(np.full((2, 1), 0.5), np.full((2, 1), 0.5), np.array([2.0]), depth=2, lr=0.01, n_steps=3000, gates=[Gate(1, 0, 3000)])
+        >>> p, q = discrete_map(half, half, np.array([2.0]), depth=2, lr=0.01, n_steps=3000, gates=[Gate(1, 0, 3000)])
         >>> np.round(strengths(p[-1], q[-1], 2).ravel(), 6)   # b gated throughout: a learns the rest
         array([1.75, 0.25])
     """
@@ -183,8 +200,17 @@ class FlowSolution:
 
 
 def gradient_flow(
-    p0: np.ndarray, q0: np.ndarray, s: np.ndarray, depth: int, lr: float, start_step: int, end_step: int,
-    gates: Sequence[Gate] = (), lesions: Sequence[Lesion] = (), rtol: float = 1e-10, atol: float = 1e-12,
+    p0: np.ndarray,
+    q0: np.ndarray,
+    s: np.ndarray,
+    depth: int,
+    lr: float,
+    start_step: int,
+    end_step: int,
+    gates: Sequence[Gate] = (),
+    lesions: Sequence[Lesion] = (),
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
 ) -> FlowSolution:
     """The gradient-flow curve, integrated with ``solve_ivp`` (DOP853) over ``t = lr * step``.
 
@@ -193,7 +219,8 @@ def gradient_flow(
 
     Example (balanced depth 2, one pathway: the logistic curve ``K(t) = s / (1 + (s/K0 - 1) e^{-2 s t})``)::
 
-        >>> sol = gradient_flow(np.full((1, 1), 0.1), np.full((1, 1), 0.1), np.array([1.0]), 2, lr=0.01, start_step=0, end_step=500)
+        >>> p0 = np.full((1, 1), 0.1)
+        >>> sol = gradient_flow(p0, p0, np.array([1.0]), 2, lr=0.01, start_step=0, end_step=500)
         >>> p, q = sol(300)
         >>> k = float(strengths(p, q, 2)[0, 0]); exact = 1 / (1 + 99 * np.exp(-2 * 3.0))
         >>> bool(abs(k - exact) < 1e-8)
@@ -260,7 +287,9 @@ def p_q_from_strength(k: np.ndarray, depth: int, c: float = 0.0, iters: int = 20
     return sign * p, np.sqrt(p**2 + c)
 
 
-def strength_velocity(ka: np.ndarray, kb: np.ndarray, s: float, depth: int, c: float = 0.0, gated_b: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def strength_velocity(
+    ka: np.ndarray, kb: np.ndarray, s: float, depth: int, c: float = 0.0, gated_b: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """``(dK_a/dt, dK_b/dt)`` of the scalar two-pathway system at strengths ``(K_a, K_b)``.
 
     Uses ``dK/dt = (q**(2D-2) + (D-1) p**2 q**(2D-4)) * Omega`` on the manifold ``q**2 - p**2 = c``

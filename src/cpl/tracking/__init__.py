@@ -7,7 +7,17 @@ neither torch nor Lightning.
 
 from typing import Any
 
-__all__ = ["DEFAULT_TRACKING_URI", "tracking_uri", "get_client", "get_or_create_experiment", "start_run", "log_params", "set_tags", "git_commit", "MemberRouterLogger"]
+__all__ = [
+    "DEFAULT_TRACKING_URI",
+    "tracking_uri",
+    "get_client",
+    "get_or_create_experiment",
+    "start_run",
+    "log_params",
+    "set_tags",
+    "git_commit",
+    "MemberRouterLogger",
+]
 
 _EXPORTS = {name: "store" for name in __all__}
 _EXPORTS["MemberRouterLogger"] = "logger"

@@ -39,8 +39,15 @@ class MemberRouterLogger(Logger):
         background: write from a helper process once the run is long enough to flush during training.
     """
 
-    def __init__(self, client: MlflowClient, run_ids: Sequence[str], schedule=None, flush_every_s: float = 5.0, max_buffer: int = 20000,
-                 background: bool = False):
+    def __init__(
+        self,
+        client: MlflowClient,
+        run_ids: Sequence[str],
+        schedule=None,
+        flush_every_s: float = 5.0,
+        max_buffer: int = 20000,
+        background: bool = False,
+    ):
         super().__init__()
         self.client, self.run_ids, self.schedule = client, list(run_ids), schedule
         self.flush_every_s, self.max_buffer = flush_every_s, max_buffer

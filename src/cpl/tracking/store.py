@@ -14,7 +14,16 @@ from typing import Any, Mapping, Optional
 from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
 
-__all__ = ["DEFAULT_TRACKING_URI", "tracking_uri", "get_client", "get_or_create_experiment", "start_run", "log_params", "set_tags", "git_commit"]
+__all__ = [
+    "DEFAULT_TRACKING_URI",
+    "tracking_uri",
+    "get_client",
+    "get_or_create_experiment",
+    "start_run",
+    "log_params",
+    "set_tags",
+    "git_commit",
+]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
@@ -26,7 +35,7 @@ def tracking_uri(uri: Optional[str] = None) -> str:
 
 def _sqlite_path(uri: str) -> Optional[Path]:
     if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):])
+        return Path(uri[len("sqlite:///") :])
     return None
 
 
@@ -53,13 +62,21 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
 
 def git_commit(path: Optional[Path] = None) -> Optional[str]:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path or Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path or Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
 
 
-def start_run(client: MlflowClient, experiment: str, run_name: Optional[str] = None, tags: Optional[Mapping[str, str]] = None, parent_run_id: Optional[str] = None) -> str:
+def start_run(
+    client: MlflowClient,
+    experiment: str,
+    run_name: Optional[str] = None,
+    tags: Optional[Mapping[str, str]] = None,
+    parent_run_id: Optional[str] = None,
+) -> str:
     """Create a run (nested under ``parent_run_id`` if given) and return its id."""
     tags = {k: str(v) for k, v in (tags or {}).items()}
     commit = git_commit()
@@ -74,7 +91,7 @@ def start_run(client: MlflowClient, experiment: str, run_name: Optional[str] = N
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
     items = [Param(k, "None" if v is None else str(v)[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[i:i + 100])
+        client.log_batch(run_id, params=items[i : i + 100])
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:

@@ -36,7 +36,7 @@ def write_batch(client, batch: Batch) -> None:
 
     for run_id, rows in batch:
         for i in range(0, len(rows), _MAX_ROWS):
-            client.log_batch(run_id, metrics=[Metric(*row) for row in rows[i:i + _MAX_ROWS]])
+            client.log_batch(run_id, metrics=[Metric(*row) for row in rows[i : i + _MAX_ROWS]])
 
 
 class MetricWriter:
@@ -56,7 +56,10 @@ class MetricWriter:
         root = str(Path(cpl.__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
         self._proc: Optional[subprocess.Popen] = subprocess.Popen(
-            [sys.executable, "-m", "cpl.tracking.writer", tracking_uri], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+            [sys.executable, "-m", "cpl.tracking.writer", tracking_uri],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
             start_new_session=os.name == "posix",
         )
         self._inflight: Optional[Batch] = None

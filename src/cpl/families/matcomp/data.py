@@ -13,7 +13,14 @@ import torch
 
 from ...core.rng import random_orthogonal, stream_generator
 
-__all__ = ["low_rank_matrix", "shared_basis_targets", "observation_order", "mask_from_indices", "MatCompTasks", "make_matcomp_tasks"]
+__all__ = [
+    "low_rank_matrix",
+    "shared_basis_targets",
+    "observation_order",
+    "mask_from_indices",
+    "MatCompTasks",
+    "make_matcomp_tasks",
+]
 
 
 def low_rank_matrix(size: int, rank: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
@@ -29,7 +36,9 @@ def low_rank_matrix(size: int, rank: int, generator: torch.Generator, dtype=torc
     return (m * (size / m.norm())).to(dtype)
 
 
-def shared_basis_targets(size: int, pretrain_rank: int, final_rank: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def shared_basis_targets(
+    size: int, pretrain_rank: int, final_rank: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Two targets with the same singular vectors (paper Fig. 10), float64, each with ``||M||_F = N``.
 
     ``U, V`` are Haar-random orthogonal (stream ``shared_basis``). The pre-training target is
@@ -39,13 +48,18 @@ def shared_basis_targets(size: int, pretrain_rank: int, final_rank: int, seed: i
 
     >>> pre, fin = shared_basis_targets(6, 3, 2, seed=0)
     >>> u, s, vt = torch.linalg.svd(pre)
-    >>> round(float(fin.norm()), 6), bool(torch.allclose(u[:, :3].T @ fin @ vt[:3].T, torch.diag(torch.diagonal(u[:, :3].T @ fin @ vt[:3].T)), atol=1e-12))
+    >>> m = u[:, :3].T @ fin @ vt[:3].T
+    >>> round(float(fin.norm()), 6), bool(torch.allclose(m, torch.diag(torch.diagonal(m)), atol=1e-12))
     (6.0, True)
     """
     gen = stream_generator(seed, "shared_basis")
     u, v = random_orthogonal(size, gen), random_orthogonal(size, gen)
-    s1 = torch.linalg.svdvals(low_rank_matrix(size, pretrain_rank, stream_generator(seed, "pretrain_task")))[:pretrain_rank]
-    s2 = torch.linalg.svdvals(low_rank_matrix(size, final_rank, stream_generator(seed, "final_task")))[:final_rank].flip(0)
+    s1 = torch.linalg.svdvals(low_rank_matrix(size, pretrain_rank, stream_generator(seed, "pretrain_task")))[
+        :pretrain_rank
+    ]
+    s2 = torch.linalg.svdvals(low_rank_matrix(size, final_rank, stream_generator(seed, "final_task")))[
+        :final_rank
+    ].flip(0)
     pre = u[:, :pretrain_rank] @ torch.diag(s1) @ v[:, :pretrain_rank].T
     fin = u[:, :final_rank] @ torch.diag(s2) @ v[:, :final_rank].T
     return pre, fin

@@ -30,16 +30,31 @@ def build_module(cfgs: Sequence[DictConfig]) -> MatrixCompletionModule:
     for cfg in cfgs[1:]:
         for key in MEMBER_SHARED_KEYS:
             if OmegaConf.select(cfg, key) != OmegaConf.select(first, key):
-                raise ValueError(f"Members of one module must share {key}: got {OmegaConf.select(first, key)!r} and {OmegaConf.select(cfg, key)!r}")
+                raise ValueError(
+                    f"Members of one module must share {key}: got {OmegaConf.select(first, key)!r} and "
+                    f"{OmegaConf.select(cfg, key)!r}"
+                )
     dtype = _dtype(first)
     t = first.task
     member_tasks = [
-        make_matcomp_tasks(t.size, c.task.pretrain_rank, c.task.final_rank, c.task.n_obs, c.seed, c.task.pretrain_n_obs, c.task.pretrain_task, dtype,
-                           shared_basis=c.task.shared_basis)
+        make_matcomp_tasks(
+            t.size,
+            c.task.pretrain_rank,
+            c.task.final_rank,
+            c.task.n_obs,
+            c.seed,
+            c.task.pretrain_n_obs,
+            c.task.pretrain_task,
+            dtype,
+            shared_basis=c.task.shared_basis,
+        )
         for c in cfgs
     ]
     tasks = {
-        name: (torch.stack([mt.as_dict()[name][0] for mt in member_tasks]), torch.stack([mt.as_dict()[name][1] for mt in member_tasks]))
+        name: (
+            torch.stack([mt.as_dict()[name][0] for mt in member_tasks]),
+            torch.stack([mt.as_dict()[name][1] for mt in member_tasks]),
+        )
         for name in ("pretrain", "final")
     }
     bases = None
@@ -49,21 +64,34 @@ def build_module(cfgs: Sequence[DictConfig]) -> MatrixCompletionModule:
             u, _, vh = torch.linalg.svd(mt.pretrain_target.double())
             bases.append((u, vh.mT))
     model = DeepMatrixFactorization(
-        size=t.size, depth=first.model.depth, seeds=[c.seed for c in cfgs], init=first.model.init,
-        init_scale=[c.model.init_scale for c in cfgs], dtype=dtype, bases=bases,
+        size=t.size,
+        depth=first.model.depth,
+        seeds=[c.seed for c in cfgs],
+        init=first.model.init,
+        init_scale=[c.model.init_scale for c in cfgs],
+        dtype=dtype,
+        bases=bases,
     )
     ode = first.ode
     module = MatrixCompletionModule(
-        model, tasks, lr=first.optim.lr, initial_task="pretrain", final_task="final",
-        log_every_n_steps=first.log.every_n_steps, max_steps=max(max_steps(c) for c in cfgs),
-        trace_every_n_steps=first.log.trace_every_n_steps, ode_kind=ode.kind, ode_options={"top_k": first.log.sv_top_k, "every_n_steps": ode.every_n_steps, "rtol": ode.rtol},
+        model,
+        tasks,
+        lr=first.optim.lr,
+        initial_task="pretrain",
+        final_task="final",
+        log_every_n_steps=first.log.every_n_steps,
+        max_steps=max(max_steps(c) for c in cfgs),
+        trace_every_n_steps=first.log.trace_every_n_steps,
+        ode_kind=ode.kind,
+        ode_options={"top_k": first.log.sv_top_k, "every_n_steps": ode.every_n_steps, "rtol": ode.rtol},
     )
     module.fused = first.optim.fused
     return module
 
 
 def _title(cfg: DictConfig) -> str:
-    return f"{cfg.name or 'matcomp'}: depth {cfg.model.depth}, rank {cfg.task.pretrain_rank}->{cfg.task.final_rank}, n_obs {cfg.task.n_obs}"
+    t = cfg.task
+    return f"{cfg.name or 'matcomp'}: depth {cfg.model.depth}, rank {t.pretrain_rank}->{t.final_rank}, n_obs {t.n_obs}"
 
 
 def build(cfgs: Sequence[DictConfig], schedule: Optional[MemberSchedule] = None) -> Experiment:
@@ -78,8 +106,12 @@ def build(cfgs: Sequence[DictConfig], schedule: Optional[MemberSchedule] = None)
     at = [c.switch.at_step for c in cfgs]
     switch = TaskSwitch(at_step=at if len(cfgs) > 1 else at[0], from_task="pretrain", to_task="final")
     first = cfgs[0]
-    svs = SingularValueLogger(every_n_steps=first.log.sv_every_n_steps, top_k=first.log.sv_top_k, reference="reference_basis" if first.log.sv_reference else None,
-                              log_every_n_steps=first.log.sv_log_every_n_steps)
+    svs = SingularValueLogger(
+        every_n_steps=first.log.sv_every_n_steps,
+        top_k=first.log.sv_top_k,
+        reference="reference_basis" if first.log.sv_reference else None,
+        log_every_n_steps=first.log.sv_log_every_n_steps,
+    )
     ode_cb = None
     if first.ode.enabled:
         if len(cfgs) > 1:
@@ -93,8 +125,12 @@ def build(cfgs: Sequence[DictConfig], schedule: Optional[MemberSchedule] = None)
         readouts before its own start: the history a separate run of the cell would have."""
         if stacked.get("count") != len(svs.steps):
             h = svs.history()
-            stacked.update(count=len(svs.steps), steps=np.asarray(h["steps"], dtype=np.int64), values=h["values"].numpy(),
-                           proj=None if h["projections"] is None else h["projections"].numpy())
+            stacked.update(
+                count=len(svs.steps),
+                steps=np.asarray(h["steps"], dtype=np.int64),
+                values=h["values"].numpy(),
+                proj=None if h["projections"] is None else h["projections"].numpy(),
+            )
         steps = stacked["steps"]
         owners = [e if schedule is None else trunk_owner(schedule, e, int(t)) for t in steps]
         rows = np.arange(len(steps))
@@ -116,9 +152,16 @@ def build(cfgs: Sequence[DictConfig], schedule: Optional[MemberSchedule] = None)
         if ode_cb is not None and len(ode_cb.steps):
             oh = ode_cb.history()
             out["figures/ode_overlay.png"] = ode_overlay_figure(
-                oh["steps"], oh["sgd"]["sv"][:, 0], oh["ode"]["sv"][:, 0], switch_step=switch_step,
-                reference=ode_cb.reference.name, log_y=True,
-                title=f"{cfg.name or 'matcomp'}: SGD vs {ode_cb.reference.name}\ndepth {cfg.model.depth}, rank {cfg.task.pretrain_rank}->{cfg.task.final_rank}, n_obs {cfg.task.n_obs}, lr {cfg.optim.lr}",
+                oh["steps"],
+                oh["sgd"]["sv"][:, 0],
+                oh["ode"]["sv"][:, 0],
+                switch_step=switch_step,
+                reference=ode_cb.reference.name,
+                log_y=True,
+                title=(
+                    f"{cfg.name or 'matcomp'}: SGD vs {ode_cb.reference.name}\ndepth {cfg.model.depth}, rank "
+                    f"{cfg.task.pretrain_rank}->{cfg.task.final_rank}, n_obs {cfg.task.n_obs}, lr {cfg.optim.lr}"
+                ),
             )
         return out
 
@@ -129,8 +172,21 @@ def build(cfgs: Sequence[DictConfig], schedule: Optional[MemberSchedule] = None)
         steps, values, _ = member_history(e)
         k = values.shape[1]
         rows = [f"{step}," + ",".join(repr(float(x)) for x in row) for step, row in zip(steps.tolist(), values)]
-        return {"traces/singular_values.csv": "step," + ",".join(f"sv_{i + 1}" for i in range(k)) + "\n" + "\n".join(rows) + "\n"}
+        return {
+            "traces/singular_values.csv": "step,"
+            + ",".join(f"sv_{i + 1}" for i in range(k))
+            + "\n"
+            + "\n".join(rows)
+            + "\n"
+        }
 
     callbacks = [switch, svs] + ([ode_cb] if ode_cb is not None else [])
     steps = max(schedule.ends) if schedule is not None else max(max_steps(c) for c in cfgs)
-    return Experiment(module=module, callbacks=callbacks, max_steps=steps, member_figures=member_figures, member_texts=member_texts, schedule=schedule)
+    return Experiment(
+        module=module,
+        callbacks=callbacks,
+        max_steps=steps,
+        member_figures=member_figures,
+        member_texts=member_texts,
+        schedule=schedule,
+    )

@@ -50,7 +50,16 @@ class DeepMatrixFactorization(nn.Module):
         (2, 4, 4)
     """
 
-    def __init__(self, size: int, depth: int, seeds: Sequence[int] = (0,), init: str = "gaussian", init_scale=1e-3, dtype=torch.float32, bases=None):
+    def __init__(
+        self,
+        size: int,
+        depth: int,
+        seeds: Sequence[int] = (0,),
+        init: str = "gaussian",
+        init_scale=1e-3,
+        dtype=torch.float32,
+        bases=None,
+    ):
         super().__init__()
         if depth < 1:
             raise ValueError(f"Expected `depth` >= 1, got {depth}")
@@ -95,8 +104,12 @@ class DeepMatrixFactorization(nn.Module):
         """
         u, v = (torch.as_tensor(b, dtype=torch.float64) for b in basis)
         if tuple(u.shape) != (size, size) or tuple(v.shape) != (size, size):
-            raise ValueError(f"Expected a basis (U, V) of two ({size}, {size}) matrices, got {tuple(u.shape)} and {tuple(v.shape)}")
-        a0 = (init_scale * (1 + 0.1 * torch.rand(size, generator=gen, dtype=torch.float64))).sort(descending=True).values
+            raise ValueError(
+                f"Expected a basis (U, V) of two ({size}, {size}) matrices, got {tuple(u.shape)} and {tuple(v.shape)}"
+            )
+        a0 = (
+            (init_scale * (1 + 0.1 * torch.rand(size, generator=gen, dtype=torch.float64))).sort(descending=True).values
+        )
         d = torch.diag(a0 ** (1.0 / depth))
         rs = [random_orthogonal(size, gen) for _ in range(depth - 1)]
         left = [*rs, u]  # W_i = left_i diag(d) right_i^T

@@ -76,7 +76,10 @@ class MatrixCompletionModule(FullBatchModule):
         dtype = model.factors[0].dtype
         for name, (target, mask) in tasks.items():
             if tuple(target.shape) != (e, n, n) or tuple(mask.shape) != (e, n, n):
-                raise ValueError(f"Task {name!r}: expected target and mask of shape {(e, n, n)}, got {tuple(target.shape)} and {tuple(mask.shape)}")
+                raise ValueError(
+                    f"Task {name!r}: expected target and mask of shape {(e, n, n)}, got {tuple(target.shape)} "
+                    f"and {tuple(mask.shape)}"
+                )
         self.register_buffer("targets", torch.stack([t for t, _ in tasks.values()]).to(dtype))
         self.register_buffer("masks", torch.stack([m for _, m in tasks.values()]).to(dtype))
         n_obs = self.masks.sum(dim=(-1, -2))
@@ -146,7 +149,9 @@ class MatrixCompletionModule(FullBatchModule):
             with torch.no_grad():  # the same cached views whichever path (autograd or closed form) asks first
                 self._selection = (
                     [f[sel] for f in self.model.factors] if isinstance(sel, slice) else None,
-                    self._target[sel], self._weight[sel], self.targets[self.final_index][sel],
+                    self._target[sel],
+                    self._weight[sel],
+                    self.targets[self.final_index][sel],
                     # while every active member trains on the final task, the residual is the test error
                     bool((self.task_index[sel] == self.final_index).all()),
                 )
@@ -257,5 +262,7 @@ class MatrixCompletionModule(FullBatchModule):
             # mean over the unobserved entries of each member (0 when every entry is observed)
             n_hidden = hidden.sum(dim=(-1, -2))
             sq = ((w - target).pow(2) * hidden).sum(dim=(-1, -2))
-            out[f"test/{label}_error_unobserved"] = torch.where(n_hidden > 0, sq / n_hidden.clamp_min(1), torch.zeros_like(sq))
+            out[f"test/{label}_error_unobserved"] = torch.where(
+                n_hidden > 0, sq / n_hidden.clamp_min(1), torch.zeros_like(sq)
+            )
         return out

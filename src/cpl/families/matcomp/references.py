@@ -25,7 +25,14 @@ import numpy as np
 from ...theory.closed_form import braun_trajectory, joint_basis, lambda_balance, saxe_piecewise
 from ...theory.factorization import balance_gap, integrate_end_to_end
 
-__all__ = ["MatCompReference", "FactorizationReference", "SaxeReference", "BraunReference", "REFERENCES", "make_reference"]
+__all__ = [
+    "MatCompReference",
+    "FactorizationReference",
+    "SaxeReference",
+    "BraunReference",
+    "REFERENCES",
+    "make_reference",
+]
 
 #: relative imbalance of the factors above which a "balanced" reference warns
 BALANCE_TOL = 1e-5
@@ -81,7 +88,9 @@ class MatCompReference:
 
     def prepare(self, pl_module: Any, schedule: Sequence, lr: float, start_step: int, max_steps: int) -> None:
         self.lr, self.start_step, self.max_steps = float(lr), int(start_step), int(max_steps)
-        self.problems = [f"schedule events of kind {ev.kind!r} are not modelled" for ev in schedule if ev.kind != "switch"]
+        self.problems = [
+            f"schedule events of kind {ev.kind!r} are not modelled" for ev in schedule if ev.kind != "switch"
+        ]
         self.w0 = pl_module.end_to_end().double().cpu().numpy()
         self.factors = [f.detach().double().cpu().numpy() for f in pl_module.model.factors]
         self.targets = pl_module.targets.detach().double().cpu().numpy()  # (T, E, N, N)
@@ -129,7 +138,10 @@ class MatCompReference:
             for _, task in pieces:
                 n_obs = int(self.masks[task, e].sum())
                 if n_obs < self.masks[task, e].size:
-                    out.append(f"only {n_obs} of the {self.masks[task, e].size} entries are observed (the closed form assumes all)")
+                    out.append(
+                        f"only {n_obs} of the {self.masks[task, e].size} entries are observed (the closed form "
+                        "assumes all)"
+                    )
         return sorted(set(out))
 
     def closed_form_conditions(self, what: str) -> None:
@@ -160,7 +172,9 @@ class FactorizationReference(MatCompReference):
 
     name = "balanced gradient flow (solve_ivp)"
 
-    def __init__(self, top_k: int = 10, every_n_steps: Optional[int] = None, rtol: float = 1e-7, atol: Optional[float] = None):
+    def __init__(
+        self, top_k: int = 10, every_n_steps: Optional[int] = None, rtol: float = 1e-7, atol: Optional[float] = None
+    ):
         super().__init__(top_k, every_n_steps)
         if rtol <= 0:
             raise ValueError(f"Expected `rtol` > 0, got {rtol}")
@@ -177,7 +191,15 @@ class FactorizationReference(MatCompReference):
             if steps[0] < start:  # going back: restart from the beginning
                 start, w = self.start_step, self.w0[e]
             mats = [(self.lr * s, self.targets[task, e], self.masks[task, e]) for s, task in pieces]
-            ws = integrate_end_to_end(w, mats, self.lr * np.asarray(steps, float), self.depth, t0=self.lr * start, rtol=self.rtol, atol=self.atol)
+            ws = integrate_end_to_end(
+                w,
+                mats,
+                self.lr * np.asarray(steps, float),
+                self.depth,
+                t0=self.lr * start,
+                rtol=self.rtol,
+                atol=self.atol,
+            )
             out[:, e] = self.top(np.linalg.svd(ws, compute_uv=False))
             self._state[e] = (steps[-1], ws[-1])
         return list(out)
@@ -209,12 +231,18 @@ class SaxeReference(MatCompReference):
             by_task = dict(zip(tasks, values))
             self.modes.append((np.abs(a0), [(self.lr * s, np.abs(by_task[task])) for s, task in pieces]))
         if worst > ALIGN_TOL:
-            self.problems.append(f"the init and the targets do not share singular vectors (off-diagonal residual {worst:.2g} > {ALIGN_TOL:g})")
+            self.problems.append(
+                f"the init and the targets do not share singular vectors (off-diagonal residual {worst:.2g} > "
+                f"{ALIGN_TOL:g})"
+            )
         self.check_balanced()
 
     def solve(self, steps: Sequence[int]) -> list[np.ndarray]:
         t = self.lr * np.asarray(steps, float)
-        per_member = [saxe_piecewise(t, pieces, a0, time_constant=self.size**2, t0=self.lr * self.start_step) for a0, pieces in self.modes]
+        per_member = [
+            saxe_piecewise(t, pieces, a0, time_constant=self.size**2, t0=self.lr * self.start_step)
+            for a0, pieces in self.modes
+        ]
         return list(self.top(np.stack(per_member, axis=1)))
 
 
@@ -242,7 +270,10 @@ class BraunReference(MatCompReference):
             self.lams.append(lam)
             worst = max(worst, res)
         if worst > BALANCE_TOL:
-            self.problems.append(f"the init is not lambda-balanced (relative residual of W2^T W2 - W1 W1^T = lambda I: {worst:.2g} > {BALANCE_TOL:g})")
+            self.problems.append(
+                "the init is not lambda-balanced (relative residual of W2^T W2 - W1 W1^T = lambda I: "
+                f"{worst:.2g} > {BALANCE_TOL:g})"
+            )
 
     def similarities(self, steps: Sequence[int]) -> list[dict[str, np.ndarray]]:
         """Per member, ``{"w", "input_similarity", "output_similarity"}`` at the sorted ``steps``."""
@@ -251,8 +282,12 @@ class BraunReference(MatCompReference):
         for e, pieces in enumerate(self.pieces):
             out.append(
                 braun_trajectory(
-                    self.factors[0][e], self.factors[1][e], [(scale * s, self.targets[task, e]) for s, task in pieces],
-                    scale * np.asarray(steps, float), lam=self.lams[e], t0=scale * self.start_step,
+                    self.factors[0][e],
+                    self.factors[1][e],
+                    [(scale * s, self.targets[task, e]) for s, task in pieces],
+                    scale * np.asarray(steps, float),
+                    lam=self.lams[e],
+                    t0=scale * self.start_step,
                 )
             )
         return out

@@ -13,11 +13,35 @@ from omegaconf import DictConfig
 from ...config.errors import require
 from ...config.sections import LogConfig, OptimConfig, TrackingConfig, TrainerConfig, validate_common
 
-__all__ = ["MatCompConfig", "Config", "validate", "max_steps", "batchable", "MEMBER_SHARED_KEYS", "CHAIN_FREE_KEYS", "ONSET_KEY"]
+__all__ = [
+    "MatCompConfig",
+    "Config",
+    "validate",
+    "max_steps",
+    "batchable",
+    "MEMBER_SHARED_KEYS",
+    "CHAIN_FREE_KEYS",
+    "ONSET_KEY",
+]
 
 #: keys that the members of one batched module must share (the rest may differ per member)
-MEMBER_SHARED_KEYS = ("task.size", "model.depth", "model.init", "optim.lr", "optim.fused", "trainer.dtype", "log.every_n_steps", "log.sv_every_n_steps",
-                      "log.sv_top_k", "log.sv_log_every_n_steps", "log.sv_reference", "log.trace_every_n_steps", "ode.kind", "ode.every_n_steps", "ode.rtol")
+MEMBER_SHARED_KEYS = (
+    "task.size",
+    "model.depth",
+    "model.init",
+    "optim.lr",
+    "optim.fused",
+    "trainer.dtype",
+    "log.every_n_steps",
+    "log.sv_every_n_steps",
+    "log.sv_top_k",
+    "log.sv_log_every_n_steps",
+    "log.sv_reference",
+    "log.trace_every_n_steps",
+    "ode.kind",
+    "ode.every_n_steps",
+    "ode.rtol",
+)
 #: keys in which the cells of one onset chain (a shared pre-training trunk) may differ
 CHAIN_FREE_KEYS = ("switch.at_step", "train.steps_after_switch", "train.max_steps", "name", "tracking.run_name")
 #: the deficit onset: cells differing only here share their trunk
@@ -115,16 +139,28 @@ def validate(cfg: DictConfig) -> None:
         require(1 <= t[key] <= n, f"task.{key}", t[key], f"an integer from 1 to task.size={n}")
     require(1 <= t.n_obs <= n * n, "task.n_obs", t.n_obs, f"an integer from 1 to task.size^2={n * n}")
     if t.pretrain_n_obs is not None:
-        require(1 <= t.pretrain_n_obs <= n * n, "task.pretrain_n_obs", t.pretrain_n_obs, f"null or an integer from 1 to task.size^2={n * n}")
+        require(
+            1 <= t.pretrain_n_obs <= n * n,
+            "task.pretrain_n_obs",
+            t.pretrain_n_obs,
+            f"null or an integer from 1 to task.size^2={n * n}",
+        )
     require(t.pretrain_task in ("independent", "same"), "task.pretrain_task", t.pretrain_task, "independent or same")
     require(m.depth >= 1, "model.depth", m.depth, "an integer >= 1")
     require(m.init in ("gaussian", "balanced", "aligned"), "model.init", m.init, "gaussian, balanced or aligned")
     require(m.init_scale > 0, "model.init_scale", m.init_scale, "a number > 0")
     require(cfg.switch.at_step >= 0, "switch.at_step", cfg.switch.at_step, "an integer >= 0")
-    require(cfg.train.steps_after_switch >= 0, "train.steps_after_switch", cfg.train.steps_after_switch, "an integer >= 0")
+    require(
+        cfg.train.steps_after_switch >= 0, "train.steps_after_switch", cfg.train.steps_after_switch, "an integer >= 0"
+    )
     total = max_steps(cfg)
     require(total >= 1, "train.max_steps", total, "an integer >= 1")
-    require(cfg.switch.at_step <= total, "switch.at_step", cfg.switch.at_step, f"a step within the run, <= train.max_steps={total}")
+    require(
+        cfg.switch.at_step <= total,
+        "switch.at_step",
+        cfg.switch.at_step,
+        f"a step within the run, <= train.max_steps={total}",
+    )
     require(1 <= cfg.log.sv_top_k <= n, "log.sv_top_k", cfg.log.sv_top_k, f"an integer from 1 to task.size={n}")
     validate_ode(cfg)
     validate_common(cfg)
@@ -136,7 +172,9 @@ def validate_ode(cfg: DictConfig) -> None:
     require(ode.every_n_steps >= 1, "ode.every_n_steps", ode.every_n_steps, "an integer >= 1")
     require(ode.rtol > 0, "ode.rtol", ode.rtol, "a number > 0")
     if ode.enabled and ode.kind in ("saxe", "braun"):
-        require(cfg.model.depth == 2, "model.depth", cfg.model.depth, f"2 with ode.kind={ode.kind} (a depth-2 closed form)")
+        require(
+            cfg.model.depth == 2, "model.depth", cfg.model.depth, f"2 with ode.kind={ode.kind} (a depth-2 closed form)"
+        )
 
 
 def batchable(cfg: DictConfig) -> bool:

@@ -38,7 +38,7 @@ def hierarchical_targets(levels: int = 3, dtype=torch.float64) -> torch.Tensor:
         size = n // 2**depth
         for node in range(2**depth):
             row = torch.zeros(n, dtype=dtype)
-            row[node * size:(node + 1) * size] = 1
+            row[node * size : (node + 1) * size] = 1
             rows.append(row)
     return torch.stack(rows)
 

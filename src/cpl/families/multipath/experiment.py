@@ -33,10 +33,26 @@ def build_module(cfg: DictConfig) -> MultiPathwayModule:
     task = hierarchical_task(cfg.task.levels)
     m = cfg.model
     net = MultiPathwayNet(
-        task.n_items, task.n_features, depth=m.depth, width=m.width, pathways=list(m.pathways), seeds=[cfg.seed],
-        init=m.init, init_scale=m.init_scale, init_noise=m.init_noise, basis=(task.u, task.v), dtype=getattr(torch, cfg.trainer.dtype),
+        task.n_items,
+        task.n_features,
+        depth=m.depth,
+        width=m.width,
+        pathways=list(m.pathways),
+        seeds=[cfg.seed],
+        init=m.init,
+        init_scale=m.init_scale,
+        init_noise=m.init_noise,
+        basis=(task.u, task.v),
+        dtype=getattr(torch, cfg.trainer.dtype),
     )
-    return MultiPathwayModule(net, task, lr=cfg.optim.lr, log_every_n_steps=cfg.log.every_n_steps, max_steps=cfg.train.max_steps, ode_kind=cfg.ode.kind)
+    return MultiPathwayModule(
+        net,
+        task,
+        lr=cfg.optim.lr,
+        log_every_n_steps=cfg.log.every_n_steps,
+        max_steps=cfg.train.max_steps,
+        ode_kind=cfg.ode.kind,
+    )
 
 
 def build(cfgs: Sequence[DictConfig], schedule: Any = None) -> Experiment:
@@ -51,13 +67,23 @@ def build(cfgs: Sequence[DictConfig], schedule: Any = None) -> Experiment:
     windows: list[tuple[str, int, Optional[int]]] = []
     if cfg.deficit.enabled:
         callbacks.append(GatingDeficit(pathway=cfg.deficit.pathway, start=cfg.deficit.start, end=cfg.deficit.end))
-        windows.append((f"gate {cfg.deficit.pathway} [{cfg.deficit.start}, {cfg.deficit.end})", cfg.deficit.start, cfg.deficit.end))
+        windows.append(
+            (f"gate {cfg.deficit.pathway} [{cfg.deficit.start}, {cfg.deficit.end})", cfg.deficit.start, cfg.deficit.end)
+        )
     if cfg.lesion.enabled:
-        callbacks.append(ModeLesion(pathway=cfg.lesion.pathway, mode=cfg.lesion.mode, start=cfg.lesion.start, end=cfg.lesion.end))
+        callbacks.append(
+            ModeLesion(pathway=cfg.lesion.pathway, mode=cfg.lesion.mode, start=cfg.lesion.start, end=cfg.lesion.end)
+        )
         windows.append((f"lesion {cfg.lesion.pathway} mode {cfg.lesion.mode + 1}", cfg.lesion.start, cfg.lesion.end))
     loggers = {
-        name: SingularValueLogger(every_n_steps=cfg.log.sv_every_n_steps, top_k=min(cfg.log.sv_top_k, k), matrix="pathway_map",
-                                  matrix_kwargs={"name": name}, reference="task_basis", prefix=f"pathway_{name}")
+        name: SingularValueLogger(
+            every_n_steps=cfg.log.sv_every_n_steps,
+            top_k=min(cfg.log.sv_top_k, k),
+            matrix="pathway_map",
+            matrix_kwargs={"name": name},
+            reference="task_basis",
+            prefix=f"pathway_{name}",
+        )
         for name in names
     }
     callbacks.extend(loggers.values())
@@ -78,8 +104,18 @@ def build(cfgs: Sequence[DictConfig], schedule: Any = None) -> Experiment:
             ode_steps = oh["steps"]
             ode_vals = {n: oh["ode"][f"K_{n}"][..., : strengths[n].shape[1]].reshape(len(ode_steps), -1) for n in names}
             label = ode.reference.name if ode.reference is not None else label
-        fig = pathway_figure(first["steps"], strengths, ode_steps, ode_vals, windows, cfg.train.max_steps,
-                             title=f"{cfg.name or 'multipath'}: depth {cfg.model.depth}, lr {cfg.optim.lr}, init {cfg.model.init}", ode_label=label)
+        fig = pathway_figure(
+            first["steps"],
+            strengths,
+            ode_steps,
+            ode_vals,
+            windows,
+            cfg.train.max_steps,
+            title=f"{cfg.name or 'multipath'}: depth {cfg.model.depth}, lr {cfg.optim.lr}, init {cfg.model.init}",
+            ode_label=label,
+        )
         return {"figures/pathway_strengths.png": fig}
 
-    return Experiment(module=module, callbacks=callbacks, max_steps=cfg.train.max_steps, member_figures=lambda e: figures())
+    return Experiment(
+        module=module, callbacks=callbacks, max_steps=cfg.train.max_steps, member_figures=lambda e: figures()
+    )

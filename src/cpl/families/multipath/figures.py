@@ -13,8 +13,16 @@ from .phase import DEFICITS, PhaseInit, flow_field, phase_trajectory
 __all__ = ["pathway_figure", "phase_portrait_figure"]
 
 
-def pathway_figure(steps, strengths: dict[str, np.ndarray], ode_steps=None, ode: Optional[dict[str, np.ndarray]] = None,
-                   windows: Optional[list[tuple[str, int, Optional[int]]]] = None, max_step: Optional[int] = None, title: str = "", ode_label: str = "ODE"):
+def pathway_figure(
+    steps,
+    strengths: dict[str, np.ndarray],
+    ode_steps=None,
+    ode: Optional[dict[str, np.ndarray]] = None,
+    windows: Optional[list[tuple[str, int, Optional[int]]]] = None,
+    max_step: Optional[int] = None,
+    title: str = "",
+    ode_label: str = "ODE",
+):
     """K_P trajectories of every pathway (one panel each), the ODE dashed, intervention windows shaded.
 
     Args:
@@ -34,9 +42,22 @@ def pathway_figure(steps, strengths: dict[str, np.ndarray], ode_steps=None, ode:
         for i in range(k):
             ax.plot(steps, vals[:, i], color=colors[i], lw=1.6, label=f"mode {i + 1}")
             if ode is not None and name in ode:
-                ax.plot(ode_steps, np.asarray(ode[name])[:, i], color="k", lw=0.9, ls="--", label=ode_label if i == 0 else None)
+                ax.plot(
+                    ode_steps,
+                    np.asarray(ode[name])[:, i],
+                    color="k",
+                    lw=0.9,
+                    ls="--",
+                    label=ode_label if i == 0 else None,
+                )
         for label, start, end in windows or []:
-            ax.axvspan(start, end if end is not None else end_default, color="crimson" if label.startswith("gate") else "orange", alpha=0.12, label=label)
+            ax.axvspan(
+                start,
+                end if end is not None else end_default,
+                color="crimson" if label.startswith("gate") else "orange",
+                alpha=0.12,
+                label=label,
+            )
         ax.set_title(f"pathway {name}")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -49,8 +70,14 @@ def pathway_figure(steps, strengths: dict[str, np.ndarray], ode_steps=None, ode:
     return fig
 
 
-def phase_portrait_figure(init: PhaseInit, depths: Sequence[int] = (2, 5, 8, 13), s: float = 10.0, dt: float = 0.01, n_epochs: int = 300,
-                          deficits: Optional[dict[str, tuple[int, int]]] = None):
+def phase_portrait_figure(
+    init: PhaseInit,
+    depths: Sequence[int] = (2, 5, 8, 13),
+    s: float = 10.0,
+    dt: float = 0.01,
+    n_epochs: int = 300,
+    deficits: Optional[dict[str, tuple[int, int]]] = None,
+):
     """One row per deficit, one column per depth: the flow field, the trajectory with the deficit
     (pathway b gated) and without (dashed), and the final share of pathway a in the title.
 
@@ -58,7 +85,9 @@ def phase_portrait_figure(init: PhaseInit, depths: Sequence[int] = (2, 5, 8, 13)
         ``(figure, shares)`` with ``shares[(deficit, depth)]`` = final ``K_a / (K_a + K_b)``.
     """
     deficits = DEFICITS if deficits is None else deficits
-    fig, axes = new_figure(len(deficits), len(depths), figsize=(3.2 * len(depths), 3.2 * len(deficits)), dpi=110, squeeze=False)
+    fig, axes = new_figure(
+        len(deficits), len(depths), figsize=(3.2 * len(depths), 3.2 * len(deficits)), dpi=110, squeeze=False
+    )
     shares: dict[tuple[str, int], float] = {}
     # the flow field and the no-deficit trajectory depend on the depth only: once per column
     fields = {depth: flow_field(depth, s, init.c) for depth in depths}
@@ -68,7 +97,9 @@ def phase_portrait_figure(init: PhaseInit, depths: Sequence[int] = (2, 5, 8, 13)
             ax = axes[r, col]
             ka, kb, va, vb = fields[depth]
             speed = np.hypot(va, vb)
-            ax.streamplot(ka, kb, va, vb, color=np.log1p(speed), cmap="Greys", density=0.7, linewidth=0.6, arrowsize=0.6)
+            ax.streamplot(
+                ka, kb, va, vb, color=np.log1p(speed), cmap="Greys", density=0.7, linewidth=0.6, arrowsize=0.6
+            )
             base = bases[depth]
             traj = phase_trajectory(depth, s, init, dt, n_epochs, window)
             ax.plot(base[:, 0], base[:, 1], color="tab:blue", ls="--", lw=1.2, label="no deficit")

@@ -88,9 +88,18 @@ class MultiPathwayNet(nn.Module):
     """
 
     def __init__(
-        self, in_dim: int, out_dim: int, depth: int, width: int = 100, pathways: Sequence[str] = ("a", "b"),
-        seeds: Sequence[int] = (0,), init: str = "svd", init_scale: float = 0.01, init_noise: float = 0.1,
-        basis: Optional[tuple[torch.Tensor, torch.Tensor]] = None, dtype=torch.float32,
+        self,
+        in_dim: int,
+        out_dim: int,
+        depth: int,
+        width: int = 100,
+        pathways: Sequence[str] = ("a", "b"),
+        seeds: Sequence[int] = (0,),
+        init: str = "svd",
+        init_scale: float = 0.01,
+        init_noise: float = 0.1,
+        basis: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+        dtype=torch.float32,
     ):
         super().__init__()
         for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("depth", depth), ("width", width)):
@@ -132,7 +141,9 @@ class MultiPathwayNet(nn.Module):
                 else:
                     gain = init_scale ** (1.0 / depth)
                     for i, shp in enumerate(shapes):
-                        per_path[name][i][e] = torch.randn(*shp, generator=gen, dtype=torch.float64) * (gain / shp[1] ** 0.5)
+                        per_path[name][i][e] = torch.randn(*shp, generator=gen, dtype=torch.float64) * (
+                            gain / shp[1] ** 0.5
+                        )
         self.pathways = nn.ModuleDict({name: LinearPathway([w.to(dtype) for w in per_path[name]]) for name in names})
 
     @property

@@ -55,10 +55,21 @@ class MultiPathwayModule(FullBatchModule):
         (2, 1, 8)
     """
 
-    def __init__(self, model: MultiPathwayNet, task: HierarchicalTask, lr: float = 0.01, log_every_n_steps: int = 10, max_steps: int = 1000, ode_kind: str = "discrete"):
+    def __init__(
+        self,
+        model: MultiPathwayNet,
+        task: HierarchicalTask,
+        lr: float = 0.01,
+        log_every_n_steps: int = 10,
+        max_steps: int = 1000,
+        ode_kind: str = "discrete",
+    ):
         super().__init__(lr=lr, log_every_n_steps=log_every_n_steps, max_steps=max_steps)
         if (model.in_dim, model.out_dim) != (task.n_items, task.n_features):
-            raise ValueError(f"Expected a model with in_dim={task.n_items} and out_dim={task.n_features}, got {model.in_dim} and {model.out_dim}")
+            raise ValueError(
+                f"Expected a model with in_dim={task.n_items} and out_dim={task.n_features}, got "
+                f"{model.in_dim} and {model.out_dim}"
+            )
         if ode_kind not in ("discrete", "flow"):
             raise ValueError(f"Expected `ode_kind` in ('discrete', 'flow'), got {ode_kind!r}")
         self.model, self.ode_kind = model, ode_kind
@@ -106,7 +117,9 @@ class MultiPathwayModule(FullBatchModule):
 
         ``raw=True`` reads the maps off the parameters (ignoring hooks such as lesions).
         """
-        maps = [self.model.pathways[n].weight() if raw else self.model.pathways[n](self.inputs) for n in self.pathway_names]
+        maps = [
+            self.model.pathways[n].weight() if raw else self.model.pathways[n](self.inputs) for n in self.pathway_names
+        ]
         return torch.stack([basis_projections(w, self.basis_u, self.basis_v) for w in maps])
 
     # ---- maths

@@ -46,11 +46,21 @@ class PhaseInit:
         return float(p[0]), float(q[0])
 
 
-INITS = {"large": PhaseInit("large init (q^2 - p^2 = 1)", c=1.0, p0=0.01), "small": PhaseInit("small init (balanced, K0 = 0.01)", c=0.0, k0=0.01)}
+INITS = {
+    "large": PhaseInit("large init (q^2 - p^2 = 1)", c=1.0, p0=0.01),
+    "small": PhaseInit("small init (balanced, K0 = 0.01)", c=0.0, k0=0.01),
+}
 DEFICITS = {"early": (0, 15), "late": (100, 115)}
 
 
-def phase_trajectory(depth: int, s: float, init: PhaseInit, dt: float = 0.01, n_epochs: int = 300, deficit: Optional[tuple[int, int]] = None) -> np.ndarray:
+def phase_trajectory(
+    depth: int,
+    s: float,
+    init: PhaseInit,
+    dt: float = 0.01,
+    n_epochs: int = 300,
+    deficit: Optional[tuple[int, int]] = None,
+) -> np.ndarray:
     """``(n_epochs + 1, 2)`` array of ``(K_a, K_b)`` at every epoch (gradient flow), b gated over ``deficit`` epochs.
 
     >>> traj = phase_trajectory(2, 10.0, INITS["large"], deficit=(0, 15))
@@ -66,7 +76,9 @@ def phase_trajectory(depth: int, s: float, init: PhaseInit, dt: float = 0.01, n_
     return theory.strengths(ps, qs, depth)[..., 0]
 
 
-def flow_field(depth: int, s: float, c: float, n: int = 21, lim: Optional[float] = None, gated_b: bool = False) -> tuple[np.ndarray, ...]:
+def flow_field(
+    depth: int, s: float, c: float, n: int = 21, lim: Optional[float] = None, gated_b: bool = False
+) -> tuple[np.ndarray, ...]:
     """``(K_a, K_b, dK_a/dt, dK_b/dt)`` on an ``n x n`` grid over ``[0, lim]^2`` (``lim`` = 1.1 s)."""
     lim = 1.1 * s if lim is None else lim
     grid = np.linspace(0.0, lim, n)

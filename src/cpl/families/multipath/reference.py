@@ -47,16 +47,23 @@ class MultiPathwayReference:
         self._why: Optional[str] = None
 
     @staticmethod
-    def interventions(schedule: Sequence[ScheduleEvent], names: Sequence[str]) -> tuple[list[theory.Gate], list[theory.Lesion]]:
+    def interventions(
+        schedule: Sequence[ScheduleEvent], names: Sequence[str]
+    ) -> tuple[list[theory.Gate], list[theory.Lesion]]:
         """The schedule's gates and lesions, with pathway names turned into indices."""
         gates, lesions = [], []
         for ev in schedule:
             if ev.kind not in ("gate", "lesion"):
                 continue
             if ev.target not in names:
-                raise ValueError(f"Schedule event {ev.kind!r} targets pathway {ev.target!r}; the module has pathways {list(names)}")
+                raise ValueError(
+                    f"Schedule event {ev.kind!r} targets pathway {ev.target!r}; the module has pathways {list(names)}"
+                )
             if ev.members is not None:
-                raise ValueError(f"Per-member {ev.kind!r} events are not supported by the multi-pathway reference, got members={ev.members}")
+                raise ValueError(
+                    f"Per-member {ev.kind!r} events are not supported by the multi-pathway reference, got "
+                    f"members={ev.members}"
+                )
             idx = list(names).index(ev.target)
             if ev.kind == "gate":
                 gates.append(theory.Gate(idx, ev.start, ev.end))
@@ -65,7 +72,14 @@ class MultiPathwayReference:
         return gates, lesions
 
     @torch.no_grad()
-    def prepare(self, pl_module: L.LightningModule, schedule: Sequence[ScheduleEvent], lr: float, start_step: int, max_steps: int) -> None:
+    def prepare(
+        self,
+        pl_module: L.LightningModule,
+        schedule: Sequence[ScheduleEvent],
+        lr: float,
+        start_step: int,
+        max_steps: int,
+    ) -> None:
         self.names = list(pl_module.pathway_names)
         self.depth = int(pl_module.depth)
         self.start_step = start_step
@@ -76,9 +90,23 @@ class MultiPathwayReference:
         self.shape = k.shape
         self._why = self._check(pl_module)
         if self.kind == "discrete":
-            self._p, self._q = theory.discrete_map(p0, p0.copy(), s, self.depth, lr, max(0, max_steps - start_step), self.gates, self.lesions, start_step)
+            self._p, self._q = theory.discrete_map(
+                p0, p0.copy(), s, self.depth, lr, max(0, max_steps - start_step), self.gates, self.lesions, start_step
+            )
         else:
-            self._flow = theory.gradient_flow(p0, p0.copy(), s, self.depth, lr, start_step, max(start_step, max_steps), self.gates, self.lesions, self.rtol, self.atol)
+            self._flow = theory.gradient_flow(
+                p0,
+                p0.copy(),
+                s,
+                self.depth,
+                lr,
+                start_step,
+                max(start_step, max_steps),
+                self.gates,
+                self.lesions,
+                self.rtol,
+                self.atol,
+            )
 
     @staticmethod
     def _check(pl_module) -> Optional[str]:
@@ -94,13 +122,17 @@ class MultiPathwayReference:
             diag = torch.diagonal(m, dim1=-2, dim2=-1)
             off = (m - torch.diag_embed(diag)).norm() / diag.norm().clamp_min(1e-300)
             if off > 1e-4:
-                reasons.append(f"pathway {name!r} is not diagonal in the task basis (off-diagonal/diagonal = {float(off):.2g})")
+                reasons.append(
+                    f"pathway {name!r} is not diagonal in the task basis (off-diagonal/diagonal = {float(off):.2g})"
+                )
             fs = [f.double() for f in path.factors]
             for i in range(len(fs) - 1):
                 a, b = fs[i + 1].mT @ fs[i + 1], fs[i] @ fs[i].mT
                 gap = (a - b).norm() / b.norm().clamp_min(1e-300)
                 if gap > 1e-4:
-                    reasons.append(f"pathway {name!r} layers {i + 1},{i + 2} are not balanced (relative gap {float(gap):.2g})")
+                    reasons.append(
+                        f"pathway {name!r} layers {i + 1},{i + 2} are not balanced (relative gap {float(gap):.2g})"
+                    )
                     break
         if not reasons:
             return None

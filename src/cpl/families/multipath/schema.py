@@ -91,8 +91,14 @@ def validate(cfg: DictConfig) -> None:
     require(m.depth >= 1, "model.depth", m.depth, "an integer >= 1")
     require(m.width >= n_modes, "model.width", m.width, f"an integer >= the number of task modes ({n_modes})")
     names = list(m.pathways)
-    require(len(names) >= 2 and len(set(names)) == len(names) and all(isinstance(n, str) and n.isidentifier() for n in names),
-            "model.pathways", names, "a list of two or more distinct identifiers, e.g. [a, b]")
+    require(
+        len(names) >= 2
+        and len(set(names)) == len(names)
+        and all(isinstance(n, str) and n.isidentifier() for n in names),
+        "model.pathways",
+        names,
+        "a list of two or more distinct identifiers, e.g. [a, b]",
+    )
     require(m.init in ("svd", "gaussian"), "model.init", m.init, "svd or gaussian")
     require(m.init_scale > 0, "model.init_scale", m.init_scale, "a number > 0")
     require(0 <= m.init_noise < 1, "model.init_noise", m.init_noise, "a number in [0, 1)")
@@ -108,7 +114,12 @@ def validate(cfg: DictConfig) -> None:
         require(les.pathway in names, "lesion.pathway", les.pathway, f"one of model.pathways {names}")
         require(0 <= les.mode < n_modes, "lesion.mode", les.mode, f"a 0-based mode index from 0 to {n_modes - 1}")
         require(0 <= les.start < total, "lesion.start", les.start, f"a step from 0 to train.max_steps-1={total - 1}")
-        require(les.end is None or les.end > les.start, "lesion.end", les.end, f"null (permanent) or a step > lesion.start={les.start}")
+        require(
+            les.end is None or les.end > les.start,
+            "lesion.end",
+            les.end,
+            f"null (permanent) or a step > lesion.start={les.start}",
+        )
     require(cfg.ode.kind in ("discrete", "flow"), "ode.kind", cfg.ode.kind, "discrete or flow")
     require(cfg.ode.every_n_steps >= 1, "ode.every_n_steps", cfg.ode.every_n_steps, "an integer >= 1")
     require(1 <= cfg.log.sv_top_k, "log.sv_top_k", cfg.log.sv_top_k, "an integer >= 1")
