@@ -129,3 +129,50 @@ def test_sv_log_interval_must_be_a_multiple_of_the_readout():
         ConfigError, match=r"'log.sv_log_every_n_steps': got 15; allowed: null or a multiple of log.sv_every_n_steps=10"
     ):
         load_config("matcomp_rank10to5", ["log.sv_log_every_n_steps=15"])
+
+
+# ---- composition: conf/base/*, conf/overlays/*, `defaults:` lists
+
+
+def test_confs_compose_from_bases_and_the_quick_overlay():
+    full, quick = load_config("matcomp_nobs_sweep"), load_config("matcomp_nobs_sweep_quick")
+    base = load_config("matcomp_rank10to5")
+    assert (full.task.size, full.model.depth, full.optim.lr, full.switch.at_step) == (100, 3, 0.2, 0)
+    assert (quick.optim.lr, quick.train.steps_after_switch, quick.log.every_n_steps) == (10.0, 600, 50)
+    assert (base.task.pretrain_rank, base.switch.at_step) == (10, 20000)
+    # only top-level files are confs: bases and overlays are parts
+    assert not any(name.startswith(("base", "overlays")) for name in available_confs())
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_defaults_merge_in_order_and_the_conf_last(tmp_path):
+    _write(tmp_path, "parts/a", "model:\n  depth: 2\noptim:\n  lr: 0.1\n")
+    _write(tmp_path, "parts/b", "optim:\n  lr: 0.3\n")
+    _write(tmp_path, "mine", "defaults: [parts/a, parts/b]\nmodel:\n  init_scale: 0.01\n")
+    cfg = load_config("mine", directory=tmp_path)
+    assert (cfg.model.depth, cfg.optim.lr, cfg.model.init_scale) == (2, 0.3, 0.01)
+
+
+def test_defaults_errors_name_the_file(tmp_path):
+    _write(tmp_path, "missing", "defaults: [parts/nope]\n")
+    with pytest.raises(ConfigError, match=r"Invalid value for 'defaults' \(from .*missing.yaml\): got 'parts/nope'"):
+        load_config("missing", directory=tmp_path)
+    _write(tmp_path, "loop_a", "defaults: [loop_b]\n")
+    _write(tmp_path, "loop_b", "defaults: [loop_a]\n")
+    with pytest.raises(ConfigError, match=r"'defaults' form a cycle \(loop_a -> loop_b -> loop_a\)"):
+        load_config("loop_a", directory=tmp_path)
+    _write(tmp_path, "notlist", "defaults: base\n")
+    with pytest.raises(ConfigError, match=r"allowed: a list of conf paths"):
+        load_config("notlist", directory=tmp_path)
+
+
+def test_yaml_syntax_error_is_file_and_line(tmp_path):
+    path = _write(tmp_path, "broken", "model:\n  depth: 3\n  init: [gaussian\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:\d+: YAML syntax error: "):
+        load_config("broken", directory=tmp_path)

@@ -18,12 +18,3 @@ def resolve(pl_module: Any, attr: str, **kwargs: Any) -> Any:
     """``pl_module.<attr>``, called (with ``kwargs``) if it is a method."""
     value = getattr(pl_module, attr)
     return value(**kwargs) if callable(value) else value
-
-
-def log_to_loggers(trainer, metrics: dict[str, float], step: int | None = None) -> None:
-    """Send metrics to every logger of the trainer (at ``trainer.global_step`` by default)."""
-    if not metrics:
-        return
-    step = trainer.global_step if step is None else step
-    for logger in trainer.loggers:
-        logger.log_metrics(metrics, step=step)

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback
 
 from ..core.events import ScheduleEvent, collect_schedule
 from ..core.lightning_compat import callback_state_key
-from ._contract import log_to_loggers
+from ..core.readout import final_step, log_to_loggers
 
 __all__ = ["Reference", "ODEReference"]
 
@@ -125,7 +125,7 @@ class ODEReference(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
-        if step % self.every_n_steps == 0 or step >= (trainer.max_steps or -1) > 0:
+        if step % self.every_n_steps == 0 or step == final_step(trainer):
             self._log(trainer, pl_module)
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -19,7 +19,8 @@ from torch import nn
 from ..core.events import ScheduleEvent
 from ..core.lightning_compat import callback_state_key
 from ..core.linalg import as_members
-from ._contract import log_to_loggers, require_attr, resolve
+from ..core.readout import log_to_loggers
+from ._contract import require_attr, resolve
 
 __all__ = ["GatingDeficit", "ModeLesion"]
 

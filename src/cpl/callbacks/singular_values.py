@@ -12,8 +12,9 @@ from lightning.pytorch.callbacks import Callback
 from ..core.lightning_compat import callback_state_key
 from ..core.linalg import as_members
 from ..core.members import member_key
+from ..core.readout import final_step, log_to_loggers
 from ..core.spectrum import basis_projections, effective_rank, numerical_rank, singular_values
-from ._contract import log_to_loggers, require_attr, resolve
+from ._contract import require_attr, resolve
 
 __all__ = ["SingularValueLogger"]
 
@@ -154,7 +155,7 @@ class SingularValueLogger(Callback):
         fn = getattr(pl_module, "members_to_log", None)
         if callable(fn):
             return list(fn(step, every_n_steps))
-        last = step >= (trainer.max_steps or -1) > 0
+        last = step == final_step(trainer)
         return None if step % every_n_steps == 0 or last else []
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -198,7 +199,7 @@ class SingularValueLogger(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # steps off the interval that may still need a readout: the last step and members' ends
-        self._special = {trainer.max_steps, *(getattr(pl_module, "member_ends", None) or [])}
+        self._special = {final_step(trainer), *(getattr(pl_module, "member_ends", None) or [])}
         self._log(trainer, pl_module)
 
     def on_train_batch_end(

@@ -10,7 +10,8 @@ from lightning.pytorch.callbacks import Callback
 from ..core.events import ScheduleEvent
 from ..core.lightning_compat import callback_state_key
 from ..core.members import member_key
-from ._contract import log_to_loggers, require_attr
+from ..core.readout import log_to_loggers
+from ._contract import require_attr
 
 __all__ = ["TaskSwitch"]
 

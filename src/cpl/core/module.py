@@ -17,41 +17,15 @@ import torch
 from .events import ChunkPlan, collect_schedule
 from .lightning_compat import FastHookNameMixin, attached_trainer, step_counter_incrementer
 from .members import member_metrics
+from .optim import ActiveSGD
+from .readout import final_step, log_to_loggers
+from .windows import MemberWindows
 
 __all__ = ["FullBatchModule", "ActiveSGD", "DivergenceError"]
 
 
 class DivergenceError(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-class ActiveSGD(torch.optim.Optimizer):
-    """Plain SGD (``p -= lr * p.grad``) that updates only the members the module trains at this step.
-
-    Members outside ``module.active`` have no gradient at this step; skipping them saves the
-    update of their slices (most of a batched sweep's members are dormant or finished at any time).
-    With every member active it is ``torch.optim.SGD`` without momentum or weight decay.
-    """
-
-    def __init__(self, params, lr: float, module: "FullBatchModule"):
-        if lr <= 0:
-            raise ValueError(f"Expected `lr` > 0, got {lr}")
-        super().__init__(params, {"lr": lr})
-        self._module = module
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = closure() if closure is not None else None
-        sel = self._module.active
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if isinstance(sel, slice):
-                    p[sel].add_(p.grad[sel], alpha=-group["lr"])
-                else:
-                    p.index_add_(0, sel, p.grad[sel], alpha=-group["lr"])
-        return loss
 
 
 class _Steps:
@@ -68,7 +42,7 @@ class _Steps:
         return self.length
 
 
-class FullBatchModule(FastHookNameMixin, L.LightningModule):
+class FullBatchModule(FastHookNameMixin, MemberWindows, L.LightningModule):
     """Base class: subclasses implement :meth:`loss` and :meth:`compute_metrics`.
 
     Args:
@@ -87,11 +61,6 @@ class FullBatchModule(FastHookNameMixin, L.LightningModule):
         self.lr = lr
         self.log_every_n_steps = log_every_n_steps
         self.max_steps = max_steps
-        self.member_starts: Optional[list[int]] = None  # see set_member_schedule
-        self.member_ends: Optional[list[int]] = None
-        self.member_sources: Optional[list[Optional[int]]] = None
-        self.active: slice | torch.Tensor = slice(None)  # members updated at this step
-        self._active_key: Optional[tuple[int, ...]] = None
         self._last_step: float = float("inf")  # trainer.max_steps, read once per fit
         self.steps_per_call = 1  # see set_steps_per_call
         self.fused = True  # see supports_fused_sgd
@@ -100,81 +69,6 @@ class FullBatchModule(FastHookNameMixin, L.LightningModule):
         self.progress: dict[str, float] = {}  # shown by cpl's progress bar
         self.progress_keys: tuple[str, ...] = ("train/loss",)
         self.last_metrics: dict[str, float] = {}
-
-    # ---- member schedule
-    @property
-    def n_members(self) -> int:
-        return next(iter(self.parameters())).shape[0]
-
-    def set_member_schedule(
-        self, starts: Sequence[int], ends: Sequence[int], sources: Sequence[Optional[int]] | None = None
-    ) -> None:
-        """Give each member its own window of steps ``[start, end)``.
-
-        A member is updated only inside its window; its last weights (and final metrics) are
-        those at step ``end``. At step ``start`` a member with a ``source`` takes a copy of the
-        source member's parameters: the source must be active then, so that members sharing a
-        trajectory up to ``start`` (a pre-training trunk) compute it only once.
-        """
-        n = self.n_members
-        sources = [None] * n if sources is None else list(sources)
-        if not (len(starts) == len(ends) == len(sources) == n):
-            raise ValueError(
-                f"Expected one start, end and source per member ({n}), got {len(starts)}, {len(ends)}, {len(sources)}"
-            )
-        for e, (a, b, src) in enumerate(zip(starts, ends, sources)):
-            if not 0 <= a <= b:
-                raise ValueError(f"Expected 0 <= start <= end for member {e}, got start={a}, end={b}")
-            if src is not None and not (0 <= src < n and src != e and starts[src] <= a < ends[src]):
-                raise ValueError(f"Member {e} starts at step {a} from member {src}, which is not active then")
-        self.member_starts, self.member_ends, self.member_sources = list(starts), list(ends), sources
-        self._active_key = None
-        self._copy_sources(0)
-
-    def active_members(self, step: int) -> list[int]:
-        """Members that take the gradient step ``step`` (0-based)."""
-        if self.member_starts is None:
-            return list(range(self.n_members))
-        return [e for e in range(self.n_members) if self.member_starts[e] <= step < self.member_ends[e]]
-
-    def members_to_log(self, step: int, every_n_steps: int) -> list[int]:
-        """Members whose state after ``step`` updates is logged by a logger with that interval:
-        on the interval inside their window, and always at the end of their window."""
-        last = step >= self._last_step
-        if step % every_n_steps and not last and (self.member_ends is None or step not in self.member_ends):
-            return []
-        if self.member_starts is None:
-            return list(range(self.n_members)) if step % every_n_steps == 0 or last else []
-        return [
-            e
-            for e in range(self.n_members)
-            if self.member_starts[e] <= step <= self.member_ends[e]
-            and (step % every_n_steps == 0 or step == self.member_ends[e])
-        ]
-
-    def _copy_sources(self, step: int) -> None:
-        """Members starting at ``step`` take their source's parameters (the state after ``step`` updates)."""
-        with torch.no_grad():
-            for e, src in enumerate(self.member_sources):
-                if src is not None and self.member_starts[e] == step:
-                    for p in self.parameters():
-                        p[e].copy_(p[src])
-
-    def member_index(self, members: Sequence[int] | None) -> slice | torch.Tensor:
-        """Index of the given members along the member dimension: a slice when they are all
-        (None) or contiguous (views, no gather), else an index tensor on the module's device."""
-        if members is None:
-            return slice(None)
-        members = list(members)
-        if members and members == list(range(members[0], members[-1] + 1)):
-            return slice(members[0], members[-1] + 1)
-        return torch.tensor(members, dtype=torch.long, device=self.device)
-
-    def _select(self, step: int) -> None:
-        members = tuple(self.active_members(step))
-        if members != self._active_key:
-            self._active_key = members
-            self.active = self.member_index(members)
 
     # ---- to implement
     def loss(self) -> torch.Tensor:  # pragma: no cover - abstract
@@ -291,9 +185,8 @@ class FullBatchModule(FastHookNameMixin, L.LightningModule):
         self._chunks = ChunkPlan.build(self.steps_per_call, intervals, events)
 
     def on_fit_start(self) -> None:
-        self._last_step = (
-            self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else float("inf")
-        )
+        last = final_step(self.trainer)
+        self._last_step = float("inf") if last is None else last
         self._chunks = None
         if self.steps_per_call > 1:
             self._prepare_chunks()
@@ -321,7 +214,5 @@ class FullBatchModule(FastHookNameMixin, L.LightningModule):
 
     def log_to_loggers(self, metrics: Mapping[str, float]) -> None:
         """Send metrics to every logger of the trainer at the current global step."""
-        if attached_trainer(self) is None or not metrics:
-            return
-        for logger in self.trainer.loggers:
-            logger.log_metrics(dict(metrics), step=self.trainer.global_step)
+        if attached_trainer(self) is not None:
+            log_to_loggers(self.trainer, dict(metrics))

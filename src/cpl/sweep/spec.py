@@ -196,7 +196,8 @@ def _settings(raw: Any, over: Any, source: str, default_name: str) -> SweepConfi
         except OmegaConfBaseException as exc:
             raise translate(exc, _SweepRoot, src) from None
     s: SweepConfig = OmegaConf.to_object(cfg.sweep)  # type: ignore[assignment]
-    s.grid = grid
+    # the onset varies fastest (cells of one curve are neighbours), whatever order composition gave
+    s.grid = {k: v for k, v in grid.items() if k != s.onset_key} | {k: v for k, v in grid.items() if k == s.onset_key}
     s.name = s.name or default_name
     _validate_settings(s)
     return s
