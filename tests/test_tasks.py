@@ -1,4 +1,4 @@
-"""Task construction: rank, norm, observation count and overlap (paper-setup.md part A)."""
+"""Task construction: rank, norm, observation count and overlap (docs/paper-setup.md part A)."""
 
 import pytest
 import torch

@@ -1,6 +1,6 @@
 """Closed forms for depth 2: Saxe's logistic modes and the exact (Riccati) dynamics from any balanced init.
 
-Saxe, McClelland & Ganguli (2014), theory.md section 3: with every entry observed and an init
+Saxe, McClelland & Ganguli (2014), docs/theory.md section 3: with every entry observed and an init
 aligned with the task's singular vectors, each mode ``a`` of ``W = U diag(a) V^T`` with target
 value ``s`` follows ``da/dt = (2 / tau) a (s - a)``:
 
@@ -8,7 +8,7 @@ value ``s`` follows ``da/dt = (2 / tau) a (s - a)``:
 
 with ``tau = N^2`` for the matrix-completion loss ``1/(2 N^2) ||W - M||^2`` and ``t = lr * step``.
 
-Braun, Domine, Fitzgerald & Saxe (2022) / Fukumizu (1998), theory.md section 4: for
+Braun, Domine, Fitzgerald & Saxe (2022) / Fukumizu (1998), docs/theory.md section 4: for
 ``W = W2 W1`` trained by gradient flow on ``1/2 ||S - W2 W1||_F^2`` from a lambda-balanced init
 (``W2^T W2 - W1 W1^T = lambda I``), ``Q = [W1^T; W2]`` obeys
 

@@ -1,4 +1,4 @@
-"""Gradient flow of a balanced deep matrix factorisation (theory.md section 2; Arora et al. 2018, 2019).
+"""Gradient flow of a balanced deep matrix factorisation (docs/theory.md section 2; Arora et al. 2018, 2019).
 
 Loss as in training, ``L(W) = 1/(2 n_obs) sum_observed (W - M)_ij^2``, so the gradient with
 respect to the end-to-end matrix is ``G = P_obs(W - M) / n_obs``. For a balanced factorisation

@@ -1,4 +1,4 @@
-"""Per-mode dynamics of the multi-pathway deep linear network (theory.md section 1; paper Eqs. 5-8).
+"""Per-mode dynamics of the multi-pathway deep linear network (docs/theory.md section 1; paper Eqs. 5-8).
 
 For every task mode ``alpha`` with singular value ``s`` and every pathway ``P`` of depth ``D``,
 one layer carries the diagonal entry ``p`` and the other ``D - 1`` layers carry ``q``, so the

@@ -1,4 +1,4 @@
-"""Matrix-completion data: seeded low-rank ground truths and observation sets (paper-setup.md part A).
+"""Matrix-completion data: seeded low-rank ground truths and observation sets (docs/paper-setup.md part A).
 
 Every random draw comes from its own stream, derived from ``(seed, stream name)``, so that
 changing one setting (a rank, an observation count) leaves the other draws unchanged. This is
@@ -100,7 +100,7 @@ def make_matcomp_tasks(
     dtype=torch.float32,
     shared_basis: bool = False,
 ) -> MatCompTasks:
-    """Build the pre-training and final tasks of paper-setup.md part A for one seed.
+    """Build the pre-training and final tasks of docs/paper-setup.md part A for one seed.
 
     Both observation sets are prefixes of one random order of the entries: with equal counts
     they are the same locations, otherwise the smaller set is inside the larger one. With

@@ -1,4 +1,4 @@
-"""The matrix-completion critical-period experiment (paper Sec. 4, paper-setup.md part A)."""
+"""The matrix-completion critical-period experiment (paper Sec. 4, docs/paper-setup.md part A)."""
 
 from __future__ import annotations
 

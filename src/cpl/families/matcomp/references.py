@@ -6,11 +6,11 @@ state, the tasks and the task switches (from the schedule, i.e. the ``TaskSwitch
 predicts the top-k singular values of the end-to-end matrix (quantity ``"sv"``, logged as
 ``ode/sv_1`` ... next to ``sgd/sv_1`` ...).
 
-- :class:`FactorizationReference`: gradient flow of the balanced deep factorisation (theory.md 2),
+- :class:`FactorizationReference`: gradient flow of the balanced deep factorisation (docs/theory.md 2),
   integrated with ``solve_ivp``; any depth, any observation set.
-- :class:`SaxeReference`: Saxe's logistic closed form (theory.md 3); depth 2, full observation,
+- :class:`SaxeReference`: Saxe's logistic closed form (docs/theory.md 3); depth 2, full observation,
   init aligned with targets that share singular vectors.
-- :class:`BraunReference`: exact depth-2 dynamics from any balanced init (theory.md 4), time
+- :class:`BraunReference`: exact depth-2 dynamics from any balanced init (docs/theory.md 4), time
   ``t = lr * step / N^2``; full observation.
 
 Outside its conditions a reference still predicts, and ``conditions()`` says which assumption fails.

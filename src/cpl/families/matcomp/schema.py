@@ -50,7 +50,7 @@ ONSET_KEY = "switch.at_step"
 
 @dataclass
 class MatCompTaskConfig:
-    """Matrix-completion tasks (paper-setup.md part A)."""
+    """Matrix-completion tasks (docs/paper-setup.md part A)."""
 
     size: int = 100  #: N, the matrices are N x N
     pretrain_rank: int = 10  #: r1, rank of the deficit (pre-training) task
@@ -90,7 +90,7 @@ class TrainConfig:
 
 @dataclass
 class MatCompOdeConfig:
-    """Analytic reference logged next to SGD by :class:`cpl.callbacks.ODEReference` (theory.md 2-4)."""
+    """Analytic reference logged next to SGD by :class:`cpl.callbacks.ODEReference` (docs/theory.md 2-4)."""
 
     enabled: bool = False
     #: "factorization": balanced deep-factorisation gradient flow (solve_ivp, any depth);

@@ -1,4 +1,4 @@
-"""The hierarchical task of the two-pathway experiments (paper Sec. 3, paper-setup.md part B).
+"""The hierarchical task of the two-pathway experiments (paper Sec. 3, docs/paper-setup.md part B).
 
 ``2**levels`` items (one-hot inputs, ``X = I``) and one output feature per node of a complete
 binary tree over the items (``2**(levels+1) - 1`` nodes: 1 root, 2, 4, ..., the leaves). Feature
@@ -49,7 +49,7 @@ class HierarchicalTask:
 
     ``s`` is descending; the task has ``k = n_items`` modes (``U``: features x k, ``V``: items x k).
     Under the loss ``1/2 * sum_items ||y - y_hat||^2`` with ``X = I``, ``s`` are exactly the mode
-    values of theory.md section 1.
+    values of docs/theory.md section 1.
     """
 
     targets: torch.Tensor

@@ -1,4 +1,4 @@
-"""The two-pathway critical-period experiment (paper Sec. 3, Figs. 2-3; paper-setup.md part B).
+"""The two-pathway critical-period experiment (paper Sec. 3, Figs. 2-3; docs/paper-setup.md part B).
 
 Config family ``kind: multipath``: a multi-pathway deep linear network learns the hierarchical
 task by full-batch gradient descent, while a :class:`~cpl.callbacks.GatingDeficit` gates one

@@ -1,7 +1,7 @@
 """Phase portraits of the scalar two-pathway system in the (K_a, K_b) plane (paper Figs. 1 and 7).
 
 One task mode of singular value ``s``; each pathway has depth D, one entry ``p`` and ``D - 1``
-entries ``q`` with ``q**2 - p**2 = c`` conserved (theory.md section 1, :mod:`cpl.theory.multipath`).
+entries ``q`` with ``q**2 - p**2 = c`` conserved (docs/theory.md section 1, :mod:`cpl.theory.multipath`).
 
 Time units: as in the paper, time is counted in "epochs" of ``dt`` time units each (``dt = 0.01``
 by default, i.e. one gradient step at lr 0.01), so epoch ``n`` is time ``t = n * dt``: the paper's

@@ -1,4 +1,4 @@
-"""The per-mode two-pathway reference (theory.md section 1) for :class:`cpl.callbacks.ODEReference`."""
+"""The per-mode two-pathway reference (docs/theory.md section 1) for :class:`cpl.callbacks.ODEReference`."""
 
 from __future__ import annotations
 
