@@ -1,22 +1,37 @@
-"""Command-line entry points (the scripts in ``scripts/`` call these)."""
+"""The ``cpl`` command (:func:`main`) and its subcommands; ``scripts/*.py`` call the same functions.
+
+Importing this package loads the config layer only (OmegaConf, no torch, Lightning, MLflow or
+matplotlib): ``--help`` and every config error answer before anything heavy is imported.
+"""
 
 from __future__ import annotations
 
 import sys
 from typing import Sequence
 
-from .config import ConfigError, available_confs, conf_dir, load_config
+from ..config import ConfigError, available_confs, conf_dir, load_config, read_conf
+from ..config.naming import override_tags, run_name
+from .main import COMMANDS, main
+
+__all__ = ["main", "COMMANDS", "train_main", "sweep_main", "bench_main", "parse_args", "split_flags"]
 
 TRAIN_HELP = """\
-usage: python scripts/train.py conf=NAME [key=value ...]
+usage: cpl train conf=NAME [key=value ...] [--cfg | --plan]
+       (or: python scripts/train.py conf=NAME [key=value ...])
 
-Train one run of the conf NAME (conf/NAME.yaml), tracked in MLflow.
+Train one run of the conf NAME (conf/NAME.yaml), tracked in MLflow. The run is named after the
+conf and its overrides (e.g. "matcomp_rank10to5 depth=4 lr=0.1"); each override is also a tag.
+
+  --cfg    print the resolved config and exit (nothing runs, nothing is recorded)
+  --plan   print the run's schedule (switches, deficit windows, log points) and an estimate of
+           its memory and time on this machine from a short calibration, then exit
 
 Every further key=value is an OmegaConf dotlist override of the conf, for example
-  python scripts/train.py conf=matcomp_rank10to5 model.depth=4 task.n_obs=3000 switch.at_step=40000
+  cpl train conf=matcomp_rank10to5 model.depth=4 task.n_obs=3000 switch.at_step=40000
 Lists use brackets (key=[1,2]); null unsets an optional value (train.max_steps=null).
 Keys are checked against a typed schema: a misspelt key, a wrong type or an impossible value
-stops the run before it starts, naming the key and what is allowed.
+stops the run before it starts, naming the key and what is allowed. A conf with a `sweep:`
+section is a sweep: run it with `cpl sweep`.
 
 Common keys (matrix completion):
   seed                    seed of the tasks, the observations and the init
@@ -40,8 +55,30 @@ Common keys (two-pathway network, kind: multipath):
 Available confs (in {conf_dir}):
 {confs}
 
-Open the runs with:  mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
+Open the runs with:  cpl ui    (MLflow's UI on the store, in its model-training view)
 """
+
+#: the dry-run options of train and sweep
+DRY_RUN_FLAGS = ("--cfg", "--plan")
+
+
+def split_flags(argv: Sequence[str], allowed: Sequence[str] = DRY_RUN_FLAGS) -> tuple[set[str], list[str]]:
+    """``(options, other arguments)``; help options stay with the arguments.
+
+    Raises:
+        ConfigError: an option not in ``allowed`` (the message lists them).
+    """
+    flags, rest = set(), []
+    for a in argv:
+        if a.startswith("--") and a not in ("--help",):
+            if a not in allowed:
+                raise ConfigError(f"Unknown option {a!r}; allowed: {', '.join(allowed) or 'none'}, --help")
+            flags.add(a)
+        else:
+            rest.append(a)
+    if len(flags) > 1:
+        raise ConfigError(f"Options {', '.join(sorted(flags))} exclude each other: give one")
+    return flags, rest
 
 
 def parse_args(argv: Sequence[str], usage: str) -> tuple[str, list[str]] | None:
@@ -63,29 +100,53 @@ def parse_args(argv: Sequence[str], usage: str) -> tuple[str, list[str]] | None:
 
 
 def _load(argv: Sequence[str], usage: str, loader):
-    """Parse ``conf=NAME key=value ...`` and load it with ``loader``: (object, None), or (None, exit code)
-    after printing help (0) or a config error (2)."""
+    """Parse ``[--cfg|--plan] conf=NAME key=value ...`` and load it with ``loader(name, overrides)``:
+    ``((object, overrides, options), None)``, or ``(None, exit code)`` after printing help (0) or a
+    config error (2)."""
     try:
+        flags, argv = split_flags(argv)
         parsed = parse_args(argv, usage)
         if parsed is None:
             return None, 0
-        return loader(*parsed), None
+        return (loader(*parsed), parsed[1], flags), None
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None, 2
 
 
-def train_main(argv: Sequence[str]) -> int:
-    from .core.module import DivergenceError
+def load_run_config(name: str, overrides: Sequence[str] = ()):
+    """The config of one run of ``conf=name``, named after its overrides (``tracking.run_name`` wins).
 
-    cfg, code = _load(argv, TRAIN_HELP, load_config)
+    Raises:
+        ConfigError: as :func:`cpl.config.load_config`; also for a sweep conf (it says to use ``cpl sweep``).
+    """
+    raw, _ = read_conf(name)
+    if "sweep" in raw or any(o.split("=", 1)[0].strip().split(".")[0] == "sweep" for o in overrides):
+        raise ConfigError(
+            f"conf={name} is a sweep (it has a `sweep:` section): run it with `cpl sweep conf={name} ...`; "
+            "`cpl train` trains one run"
+        )
+    cfg = load_config(name, list(overrides))
+    if cfg.tracking.run_name is None:
+        cfg.tracking.run_name = run_name(cfg.name or name, overrides)
+    return cfg
+
+
+def train_main(argv: Sequence[str]) -> int:
+    loaded, code = _load(argv, TRAIN_HELP, load_run_config)
     if code is not None:
         return code
+    cfg, overrides, flags = loaded
+    if flags:
+        from .dryrun import dry_run
 
-    from .run import train
+        return dry_run(cfg, flags)
+
+    from ..core.module import DivergenceError
+    from ..run import train
 
     try:
-        result = train(cfg)
+        result = train(cfg, tags=override_tags(overrides))
     except DivergenceError as exc:
         print(f"\nerror: {exc}\nThe run is marked FAILED in MLflow, with its metrics so far.", file=sys.stderr)
         return 1
@@ -98,7 +159,7 @@ def train_main(argv: Sequence[str]) -> int:
         )
         return 130
     m = result.metrics
-    print("\nFinished.")
+    print(f"\nFinished {cfg.tracking.run_name!r}.")
     for key, label in (
         ("train/loss", "final training loss"),
         ("test/final_error", "final test error (all entries)"),
@@ -108,19 +169,27 @@ def train_main(argv: Sequence[str]) -> int:
     ):
         if key in m:
             print(f"  {label:40s} {m[key]:.6g}")
+    if result.report:
+        print(result.report)
     if result.run_id:
-        print(f"  MLflow run {result.run_id} in {result.tracking_uri}")
-        print(f"  open it with:  mlflow ui --backend-store-uri {result.tracking_uri}")
+        from .ui import print_run_links
+
+        print_run_links(result.tracking_uri, [result.run_id])
     return 0
 
 
 SWEEP_HELP = """\
-usage: python scripts/sweep.py conf=NAME [key=value ...]
+usage: cpl sweep conf=NAME [key=value ...] [--cfg | --plan]
+       (or: python scripts/sweep.py conf=NAME [key=value ...])
 
 Run (or resume) the sweep of the conf NAME (conf/NAME.yaml): the cartesian product of its
-`sweep.grid` over the base conf, one MLflow parent run with a nested child run per cell, and a
-summary on the parent (critical-period table as CSV, figures of the relative error against the
-deficit onset, critical-period length per group).
+`sweep.grid` over the base conf, one MLflow parent run with a nested child run per cell (named by
+its grid values, e.g. "depth=2 at_step=1000"), and a summary on the parent (critical-period table
+as CSV, figures of the relative error against the deficit onset, critical-period length per group).
+
+  --cfg    print the resolved base config and the sweep settings, and exit
+  --plan   print the cells, the groups that train as the members of one run, the total gradient
+           steps, an estimate of the memory and of the time on this machine (short calibration)
 
 Overrides:
   sweep.grid.KEY=[v1,v2,...]  add or replace a grid key, e.g. 'sweep.grid.model.depth=[1,2,3]'
@@ -133,10 +202,10 @@ Overrides:
   any other key=value         changes the base conf of every cell (see scripts/train.py --help)
 
 Examples:
-  python scripts/sweep.py conf=matcomp_depth_sweep_quick
-  python scripts/sweep.py conf=matcomp_rank10to5 'sweep.grid.model.depth=[1,2,3]' \
-      'sweep.grid.switch.at_step=[0,1000,5000]'
-  python scripts/sweep.py conf=matcomp_depth_sweep sweep.executor=ray sweep.ray_address=auto tracking.uri=http://HOST:5000
+  cpl sweep conf=matcomp_depth_sweep_quick
+  cpl sweep conf=matcomp_depth_sweep --plan
+  cpl sweep conf=matcomp_rank10to5 'sweep.grid.model.depth=[1,2,3]' 'sweep.grid.switch.at_step=[0,1000,5000]'
+  cpl sweep conf=matcomp_depth_sweep sweep.executor=ray sweep.ray_address=auto tracking.uri=http://HOST:5000
 
 Every cell is validated before any runs. Running the same command again resumes the sweep: cells
 whose run FINISHED are read back, failed and missing ones run. A failing cell does not stop the
@@ -145,16 +214,31 @@ sweep; Ctrl-C does (finished cells stay recorded, the parent is marked KILLED).
 Available confs (in {conf_dir}):
 {confs}
 
-Open the runs with:  mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
+Open the runs with:  cpl ui    (then compare the children of a sweep: see the README)
 """
 
 
-def sweep_main(argv: Sequence[str]) -> int:
-    from .sweep import load_sweep, run_sweep, warn_remote_store
+def _load_sweep(name: str, overrides: Sequence[str]):
+    from ..sweep.spec import load_sweep
 
-    sweep, code = _load(argv, SWEEP_HELP, load_sweep)
+    sweep = load_sweep(name, overrides)
+    if sweep.base.tracking.run_name is None:  # the parent run; the children are named by their grid values
+        sweep.base.tracking.run_name = run_name(sweep.name, overrides)
+    return sweep
+
+
+def sweep_main(argv: Sequence[str]) -> int:
+    loaded, code = _load(argv, SWEEP_HELP, _load_sweep)
     if code is not None:
         return code
+    sweep, overrides, flags = loaded
+    if flags:
+        from .dryrun import dry_run_sweep
+
+        return dry_run_sweep(sweep, flags)
+
+    from ..sweep.runner import run_sweep, warn_remote_store
+
     warn_remote_store(sweep)
     print(
         f"Sweep {sweep.name!r}: {len(sweep.cells)} cells over "
@@ -181,6 +265,9 @@ def sweep_main(argv: Sequence[str]) -> int:
         f"\nParent run {result.parent_run_id} in {result.tracking_uri}"
         + (" (resumed)" if result.resumed_parent else "")
     )
+    from .ui import print_run_links
+
+    print_run_links(result.tracking_uri, [result.parent_run_id], [r["run_id"] for r in result.rows if r["run_id"]])
     if result.failed:
         print(
             f"{len(result.failed)} cell(s) FAILED: "
@@ -192,8 +279,9 @@ def sweep_main(argv: Sequence[str]) -> int:
 
 
 BENCH_HELP = """\
-usage: python scripts/bench.py [conf=NAME] [repeats=3] [key=value ...]
-       python scripts/bench.py sweep [scale=0.1] [repeats=1]
+usage: cpl bench [conf=NAME] [repeats=3] [key=value ...]
+       cpl bench sweep [scale=0.1] [repeats=1]
+       (or: python scripts/bench.py ...)
 
 sweep: the paper's onset sweep at depth 3 (9 onsets 0..100000, then 30000 steps; every length
 times `scale`) as one batched run sharing the pre-training trunk, with MLflow logging, against a
@@ -238,7 +326,7 @@ def bench_main(argv: Sequence[str]) -> int:
         return 2
     import torch
 
-    from .bench import bench_train
+    from ..bench import bench_train
 
     print(
         f"benchmark: conf={name}, depth {cfg.model.depth}, N {cfg.task.size}, {repeats} repeats, torch threads "
@@ -261,7 +349,7 @@ def bench_main(argv: Sequence[str]) -> int:
 def _bench_sweep_main(argv: Sequence[str]) -> int:
     import torch
 
-    from .bench import bench_sweep
+    from ..bench import bench_sweep
 
     scale, repeats = 0.1, 1
     for a in argv:

@@ -1,0 +1,96 @@
+"""Run names and tags that say what differs: ``matcomp_rank10to5 depth=4 lr=0.1``.
+
+A run started with overrides is named after its conf and the overrides that change its result
+(each by the shortest part of its key that is still unambiguous); every override is also a tag
+``cpl.override.<key>``. A sweep's children are named by their grid values the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping, Sequence
+
+from .sections import NON_RESULT_KEYS
+
+__all__ = ["short_labels", "format_value", "describe", "run_name", "override_tags", "MAX_RUN_NAME"]
+
+#: longest run name written (MLflow stores up to 250 characters)
+MAX_RUN_NAME = 250
+
+
+def short_labels(keys: Sequence[str]) -> dict[str, str]:
+    """Each dotted key's shortest trailing part that no other key ends with.
+
+    >>> short_labels(["model.depth", "optim.lr", "deficit.start", "lesion.start"])
+    {'model.depth': 'depth', 'optim.lr': 'lr', 'deficit.start': 'deficit.start', 'lesion.start': 'lesion.start'}
+    """
+    out = {}
+    for key in keys:
+        parts = key.split(".")
+        label = key
+        for n in range(1, len(parts) + 1):
+            candidate = ".".join(parts[-n:])
+            if not any(o != key and (o == candidate or o.endswith("." + candidate)) for o in keys):
+                label = candidate
+                break
+        out[key] = label
+    return out
+
+
+def format_value(value: Any) -> str:
+    """A value as it reads in a name: ``0.1``, ``1e-05``, ``[1,2]``, ``null``.
+
+    >>> [format_value(v) for v in (4, 0.1, 1e-5, True, None, [1, 2], "b")]
+    ['4', '0.1', '1e-05', 'true', 'null', '[1,2]', 'b']
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, separators=(",", ":"), default=str)
+    return str(value)
+
+
+def _result_key(key: str) -> bool:
+    return not any(key == k or key.startswith(k + ".") for k in NON_RESULT_KEYS)
+
+
+def describe(values: Mapping[str, Any]) -> str:
+    """``key=value`` pairs with short keys, in order: ``depth=2 at_step=1000``.
+
+    >>> describe({"model.depth": 2, "switch.at_step": 1000})
+    'depth=2 at_step=1000'
+    """
+    labels = short_labels(list(values))
+    return " ".join(f"{labels[k]}={v if isinstance(v, str) else format_value(v)}" for k, v in values.items())
+
+
+def _pairs(overrides: Sequence[str]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def run_name(conf: str, overrides: Sequence[str] = ()) -> str:
+    """The name of a run of ``conf`` started with ``key=value`` overrides: the conf, then the
+    overrides that change the result (not ``tracking.*``, checkpoints or the progress bar).
+
+    >>> run_name("matcomp_rank10to5", ["model.depth=4", "optim.lr=0.1", "tracking.uri=sqlite:///x.db"])
+    'matcomp_rank10to5 depth=4 lr=0.1'
+    """
+    pairs = {k: v for k, v in _pairs(overrides).items() if _result_key(k) and not k.startswith("sweep.")}
+    return " ".join(p for p in (conf, describe(pairs)) if p)[:MAX_RUN_NAME]
+
+
+def override_tags(overrides: Sequence[str]) -> dict[str, str]:
+    """One tag per override: ``{"cpl.override.model.depth": "4"}``.
+
+    >>> override_tags(["model.depth=4"])
+    {'cpl.override.model.depth': '4'}
+    """
+    return {f"cpl.override.{k}": v[:5000] for k, v in _pairs(overrides).items()}
