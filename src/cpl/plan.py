@@ -55,12 +55,18 @@ class GroupPlan:
 
 @dataclass
 class Calibration:
-    """Seconds per gradient step of one member, and the fixed seconds of building and starting a run."""
+    """The cost model of a run on this machine: ``run_seconds + step_seconds * steps + member_seconds *
+    member_steps`` (a step's overhead whatever the members, each active member's share, the fixed cost)."""
 
     step_seconds: float
+    member_seconds: float
     run_seconds: float
     steps: tuple[int, int] = CALIBRATION_STEPS
+    members: int = 1  #: members of the second pair of fits (1: step and member costs are not told apart)
     fits: list[float] = field(default_factory=list)  #: seconds of each calibration fit
+
+    def seconds(self, steps: int, member_steps: int) -> float:
+        return self.run_seconds + self.step_seconds * steps + self.member_seconds * member_steps
 
 
 def group_plans(cfgs: Sequence[DictConfig], batched: bool = True, max_members: int = 64) -> list[GroupPlan]:
@@ -101,12 +107,13 @@ def measure_memory(cfgs: Sequence[DictConfig], groups: Sequence[GroupPlan]) -> N
                 g.history_bytes += (g.length // every + 2) * per
 
 
-def _fit_seconds(cfg: DictConfig, steps: int) -> tuple[float, float]:
-    """``(build seconds, fit seconds)`` of an untracked run of ``cfg`` stopped after ``steps`` steps."""
+def _fit_seconds(cfg: DictConfig, steps: int, members: int = 1) -> tuple[float, float]:
+    """``(build seconds, fit seconds)`` of an untracked run of ``cfg`` (as ``members`` independent
+    members) stopped after ``steps`` steps."""
     import lightning as L
 
     t0 = time.perf_counter()
-    exp = build(cfg)
+    exp = build([cfg] * members) if members > 1 else build(cfg)
     if cfg.trainer.steps_per_call > 1:
         exp.module.set_steps_per_call(cfg.trainer.steps_per_call, [cfg.trainer.checkpoint_every_n_steps or 0])
     built = time.perf_counter() - t0
@@ -130,30 +137,44 @@ def _fit_seconds(cfg: DictConfig, steps: int) -> tuple[float, float]:
         return built, time.perf_counter() - t0
 
 
-def calibrate(cfg: DictConfig, steps: Sequence[int] = (), threads: Optional[int] = None) -> Calibration:
-    """Time two short untracked fits of ``cfg`` (one member) on this machine: the cost of one step
-    is their difference over the difference of their lengths, the rest is the fixed cost of a run."""
+def _slope(short: int, long: int, t_short: float, t_long: float) -> float:
+    return (t_long - t_short) / (long - short) if long > short and t_long > t_short else t_long / long
+
+
+def calibrate(
+    cfg: DictConfig, steps: Sequence[int] = (), threads: Optional[int] = None, members: int = 1
+) -> Calibration:
+    """Time short untracked fits of ``cfg`` on this machine, two lengths each: one member, and
+    (``members`` > 1) that many independent members. The difference of two lengths gives the cost
+    of a step, the difference of the member counts splits it into a per-step and a per-member part,
+    and what the long fit leaves over is the fixed cost of a run."""
     quiet_lightning()
     short, long = steps or CALIBRATION_STEPS
-    total = max_steps(cfg)
-    long = min(long, total)
+    long = min(long, max_steps(cfg))
     short = min(short, max(1, long // 4))
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        b1, t1 = _fit_seconds(cfg, short)
-        b2, t2 = _fit_seconds(cfg, long)
+        (b1, t1), (b2, t2) = _fit_seconds(cfg, short), _fit_seconds(cfg, long)
+        one = _slope(short, long, t1, t2)
+        fits = [t1, t2]
+        if members > 1:
+            (_, u1), (_, u2) = _fit_seconds(cfg, short, members), _fit_seconds(cfg, long, members)
+            fits += [u1, u2]
+            per_member = max(0.0, (_slope(short, long, u1, u2) - one) / (members - 1))
+            per_step = max(0.0, one - per_member)
+        else:
+            per_step, per_member = 0.0, one
     finally:
         torch.set_num_threads(previous)
-    per_step = (t2 - t1) / (long - short) if long > short and t2 > t1 else t2 / long
-    fixed = max(0.0, min(b1, b2) + t2 - per_step * long)
-    return Calibration(per_step, fixed, (short, long), [t1, t2])
+    fixed = max(0.0, min(b1, b2) + t2 - one * long)
+    return Calibration(per_step, per_member, fixed, (short, long), members, fits)
 
 
 def estimate_seconds(groups: Sequence[GroupPlan], calibrations: dict[str, Calibration]) -> float:
-    """Member-steps times the calibrated cost of a step, plus the fixed cost of each group's run."""
-    return sum(g.member_steps * calibrations[g.key].step_seconds + calibrations[g.key].run_seconds for g in groups)
+    """The calibrated cost of every group's run: its steps, its member-steps and its fixed cost."""
+    return sum(calibrations[g.key].seconds(g.length, g.member_steps) for g in groups)
 
 
 def run_schedule(cfg: DictConfig) -> tuple[Any, list[ScheduleEvent]]:

@@ -17,6 +17,8 @@ from .runs import format_table
 __all__ = ["dry_run", "dry_run_sweep", "human_seconds", "human_bytes"]
 
 NOTHING = "Dry run: nothing was trained and nothing was recorded."
+#: most members of a calibration fit
+CALIBRATION_MEMBERS = 8
 
 
 def human_seconds(s: float) -> str:
@@ -63,8 +65,8 @@ def dry_run(cfg, flags: set[str]) -> int:
     print(format_table(["every", "points", "what"], _log_rows(cfg, exp, last)))
     groups = plan.group_plans([cfg])
     plan.measure_memory([cfg], groups)
-    calib = plan.calibrate(cfg)
-    _print_cost(groups, {groups[0].key: calib}, processes=1)
+    groups[0].key = "this run"
+    _print_cost(groups, {"this run": plan.calibrate(cfg)}, processes=1)
     print(NOTHING)
     return 0
 
@@ -103,13 +105,12 @@ def _print_cost(groups, calibrations, processes: int) -> None:
         + " (plus the Python process with torch, Lightning and MLflow: ~1 GiB)"
     )
     seconds = estimate_seconds(groups, calibrations)
-    detail = "; ".join(
-        f"{c.step_seconds * 1e3:.3g} ms/step + {c.run_seconds:.2g} s/run (fits of {c.steps[0]} and {c.steps[1]} steps)"
-        for c in calibrations.values()
-    )
-    print(f"Time on this machine: ~{human_seconds(seconds)} without MLflow writes and figures ({detail})")
-    if any(len(g.cells) > 1 for g in groups):
-        print("  (an upper estimate: members of one run share their matrix products and run faster than alone)")
+    print(f"Time on this machine: ~{human_seconds(seconds)}, without MLflow writes and figures; calibrated by")
+    for label, c in calibrations.items():
+        print(
+            f"  {label}: fits of {c.steps[0]} and {c.steps[1]} steps, 1 and {c.members} member(s): "
+            f"{c.step_seconds * 1e3:.3g} ms/step + {c.member_seconds * 1e3:.3g} ms/member-step + {c.run_seconds:.2g} s/run"
+        )
     if processes > 1:
         print(f"  with {processes} processes on free cores: ~{human_seconds(seconds / processes)}")
 
@@ -136,9 +137,13 @@ def dry_run_sweep(sweep, flags: set[str]) -> int:
     total, alone = sum(g.member_steps for g in groups), sum(g.steps_alone for g in groups)
     print(f"\nTotal: {_steps(total)} gradient steps over all members ({_steps(alone)} if every cell ran alone), {len(groups)} runs")
     calibrations: dict[str, Any] = {}
-    for g in groups:
-        if g.key not in calibrations:
-            calibrations[g.key] = plan.calibrate(cfgs[g.cells[0]], threads=s.torch_threads)
+    labels: dict[str, str] = {}
+    for i, g in enumerate(groups):  # one calibration per kind of group (same depth, size, lr, ...), <= 8 members
+        if g.key not in labels:
+            labels[g.key] = f"group {i + 1}"
+            n = min(len(g.cells), CALIBRATION_MEMBERS)
+            calibrations[labels[g.key]] = plan.calibrate(cfgs[g.cells[0]], threads=s.torch_threads, members=n)
+        g.key = labels[g.key]
     processes = (s.processes or os.cpu_count() or 1) if s.executor == "local" else 1
     _print_cost(groups, calibrations, min(processes, len(groups)))
     print(NOTHING)

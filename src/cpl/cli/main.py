@@ -26,9 +26,11 @@ class Command:
     summary: str
 
     def installed(self) -> bool:
+        if self.module in sys.modules:
+            return True
         try:
             return importlib.util.find_spec(self.module) is not None
-        except ModuleNotFoundError:  # a parent package is missing
+        except (ModuleNotFoundError, ValueError):  # a parent package is missing
             return False
 
     def run(self, argv: Sequence[str]) -> int:
