@@ -261,9 +261,7 @@ def _imported(code: str) -> set[str]:
         [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    return {ln.split("|")[-1].strip() for ln in out.stderr.splitlines() if ln.startswith("import time:")} - {
-        "package"
-    }
+    return {ln.split("|")[-1].strip() for ln in out.stderr.splitlines() if ln.startswith("import time:")} - {"package"}
 
 
 HEAVY = ("torch", "lightning", "mlflow", "matplotlib", "scipy", "numpy")

@@ -109,7 +109,8 @@ def _print_cost(groups, calibrations, processes: int) -> None:
     for label, c in calibrations.items():
         print(
             f"  {label}: fits of {c.steps[0]} and {c.steps[1]} steps, 1 and {c.members} member(s): "
-            f"{c.step_seconds * 1e3:.3g} ms/step + {c.member_seconds * 1e3:.3g} ms/member-step + {c.run_seconds:.2g} s/run"
+            f"{c.step_seconds * 1e3:.3g} ms/step + {c.member_seconds * 1e3:.3g} ms/member-step "
+            f"+ {c.run_seconds:.2g} s/run"
         )
     if processes > 1:
         print(f"  with {processes} processes on free cores: ~{human_seconds(seconds / processes)}")
@@ -128,14 +129,25 @@ def dry_run_sweep(sweep, flags: set[str]) -> int:
     axes = ", ".join(f"{k} ({len(v)})" for k, v in sweep.grid.items())
     print(f"Sweep {sweep.name!r}: {len(cfgs)} cells over {axes}; executor {s.executor}, batched={s.batched}")
     print("\nCells:")
-    print(format_table(["cell", "run name", "steps"], [[c.index, c.config.tracking.run_name, plan.max_steps(c.config)] for c in sweep.cells]))
+    print(
+        format_table(
+            ["cell", "run name", "steps"],
+            [[c.index, c.config.tracking.run_name, plan.max_steps(c.config)] for c in sweep.cells],
+        )
+    )
     groups = plan.group_plans(cfgs, s.batched, s.max_members)
     plan.measure_memory(cfgs, groups)
     print("\nGroups (cells trained as the members of one run; an onset chain shares its pre-training trunk):")
-    rows = [[i + 1, _cells(g.cells), len(g.cells), g.chains, g.length, g.member_steps, human_bytes(g.tensor_bytes)] for i, g in enumerate(groups)]
+    rows = [
+        [i + 1, _cells(g.cells), len(g.cells), g.chains, g.length, g.member_steps, human_bytes(g.tensor_bytes)]
+        for i, g in enumerate(groups)
+    ]
     print(format_table(["group", "cells", "members", "chains", "run steps", "member-steps", "tensors"], rows))
     total, alone = sum(g.member_steps for g in groups), sum(g.steps_alone for g in groups)
-    print(f"\nTotal: {_steps(total)} gradient steps over all members ({_steps(alone)} if every cell ran alone), {len(groups)} runs")
+    print(
+        f"\nTotal: {_steps(total)} gradient steps over all members ({_steps(alone)} if every cell ran alone), "
+        f"{len(groups)} runs"
+    )
     calibrations: dict[str, Any] = {}
     labels: dict[str, str] = {}
     for i, g in enumerate(groups):  # one calibration per kind of group (same depth, size, lr, ...), <= 8 members

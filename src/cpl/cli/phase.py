@@ -64,9 +64,7 @@ def _check(o: PhaseOptions) -> None:
     for key in ("early", "late"):
         w = getattr(o, key)
         require(len(w) == 2 and 0 <= w[0] < w[1], key, w, "[start, end] epochs with 0 <= start < end")
-    require(
-        len(o.inits) >= 1 and set(o.inits) <= {"large", "small"}, "inits", o.inits, "a list of large and/or small"
-    )
+    require(len(o.inits) >= 1 and set(o.inits) <= {"large", "small"}, "inits", o.inits, "a list of large and/or small")
 
 
 def main(argv: Sequence[str]) -> int:

@@ -101,7 +101,9 @@ def _search(client, exp_id: str, filters: list[str], limit: int) -> list:
 def _sweep_runs(client, exp_id: str, name: str, filters: list[str], limit: int) -> tuple[Any, list]:
     parents = _search(client, exp_id, [f"tags.`cpl.sweep.role` = 'parent' and tags.`cpl.sweep.name` = '{name}'"], 1)
     if not parents:
-        raise ConfigError(f"Invalid value for 'sweep': got {name!r}; allowed: the name of a sweep run in this experiment")
+        raise ConfigError(
+            f"Invalid value for 'sweep': got {name!r}; allowed: the name of a sweep run in this experiment"
+        )
     parent = parents[0]
     kids = _search(client, exp_id, [f"tags.mlflow.parentRunId = '{parent.info.run_id}'", *filters], max(limit, 1000))
     kids.sort(key=lambda r: int(r.data.tags.get("cpl.sweep.cell", 1 << 30)))

@@ -54,8 +54,12 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+#: keys left out of run names: they change how a run is recorded, not what it computes
+UNNAMED_KEYS = (*NON_RESULT_KEYS, "log.figures")
+
+
 def _result_key(key: str) -> bool:
-    return not any(key == k or key.startswith(k + ".") for k in NON_RESULT_KEYS)
+    return not any(key == k or key.startswith(k + ".") for k in UNNAMED_KEYS)
 
 
 def describe(values: Mapping[str, Any]) -> str:
@@ -78,7 +82,7 @@ def _pairs(overrides: Sequence[str]) -> dict[str, str]:
 
 def run_name(conf: str, overrides: Sequence[str] = ()) -> str:
     """The name of a run of ``conf`` started with ``key=value`` overrides: the conf, then the
-    overrides that change the result (not ``tracking.*``, checkpoints or the progress bar).
+    overrides that change the result (not ``tracking.*``, checkpoints, figures or the progress bar).
 
     >>> run_name("matcomp_rank10to5", ["model.depth=4", "optim.lr=0.1", "tracking.uri=sqlite:///x.db"])
     'matcomp_rank10to5 depth=4 lr=0.1'

@@ -11,10 +11,10 @@ _EXPORTS = {
     **dict.fromkeys(("critical_period_table", "critical_periods", "curves", "table_csv", "table_markdown"), "analysis"),
     **dict.fromkeys(("LocalExecutor", "RayExecutor", "make_executor"), "executors"),
     **dict.fromkeys(("find_or_create_parent", "finished_cells"), "resume"),
-    **dict.fromkeys(("SweepResult", "cell_tags", "plan_tasks", "run_cells", "run_sweep", "warn_remote_store"), "runner"),
     **dict.fromkeys(
-        ("Cell", "CellResult", "Sweep", "SweepConfig", "config_hash", "load_sweep", "make_sweep"), "spec"
+        ("SweepResult", "cell_tags", "plan_tasks", "run_cells", "run_sweep", "warn_remote_store"), "runner"
     ),
+    **dict.fromkeys(("Cell", "CellResult", "Sweep", "SweepConfig", "config_hash", "load_sweep", "make_sweep"), "spec"),
 }
 __all__ = sorted(_EXPORTS)
 

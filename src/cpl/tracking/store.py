@@ -26,6 +26,7 @@ __all__ = [
     "git_commit",
 ]
 
+
 def _sqlite_path(uri: str) -> Optional[Path]:
     if uri.startswith("sqlite:///"):
         return Path(uri[len("sqlite:///") :])

@@ -64,7 +64,10 @@ def report(cfg: Any, module: Any, member: int) -> str:
     won = {n: [r["mode"] for r in rows if r["winner"] == n] for n in names}
     lines.append(
         "  "
-        + "; ".join(f"pathway {n} holds {len(m)} mode(s)" + (f" ({', '.join(map(str, m))})" if m else "") for n, m in won.items())
+        + "; ".join(
+            f"pathway {n} holds {len(m)} mode(s)" + (f" ({', '.join(map(str, m))})" if m else "")
+            for n, m in won.items()
+        )
     )
     return "\n".join(lines)
 

@@ -1,0 +1,53 @@
+#!/usr/bin/env python
+"""How fast the `cpl` command answers: wall time of `cpl --help`, `cpl train --help` and a config error.
+
+usage: python scripts/bench_cli.py [repeats=10]
+
+Runs each command `repeats` times as a fresh process (the installed `cpl` console script) and
+prints the median and the fastest wall time, and the modules each imports (python -X importtime).
+Target: under 1 s. On a shared machine read the fastest time as the cost and the median as noise.
+"""
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+COMMANDS = {
+    "cpl --help": ["--help"],
+    "cpl train --help": ["train", "--help"],
+    "cpl train (config error)": ["train", "conf=matcomp_rank10to5", "model.depth=0"],
+    "cpl sweep --cfg": ["sweep", "conf=matcomp_depth_sweep", "--cfg"],
+}
+
+
+def main(argv) -> int:
+    repeats = 10
+    for a in argv:
+        key, _, value = a.partition("=")
+        if key != "repeats" or not value.isdigit() or int(value) < 1:
+            print(f"error: unknown argument {a!r}; allowed: repeats=N (N >= 1)", file=sys.stderr)
+            return 2
+        repeats = int(value)
+    script = Path(sys.executable).with_name("cpl")
+    if not script.is_file():
+        print("error: the `cpl` console script is not installed (pip install -e .)", file=sys.stderr)
+        return 2
+    root = Path(__file__).resolve().parents[1]
+    print(f"{'command':28s} {'median':>8s} {'fastest':>8s} {'modules':>8s}   ({repeats} runs each)")
+    for label, args in COMMANDS.items():
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            subprocess.run([str(script), *args], capture_output=True, cwd=root, check=False)
+            times.append(time.perf_counter() - t0)
+        code = f"import sys; sys.argv = ['cpl', *{args!r}]; import cpl.cli; cpl.cli.main(sys.argv[1:])"
+        out = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, cwd=root)
+        modules = sum(line.startswith("import time:") for line in out.stderr.splitlines()) - 1
+        print(f"{label:28s} {statistics.median(times):7.3f}s {min(times):7.3f}s {modules:8d}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
