@@ -90,7 +90,8 @@ def _open_run(client, cfg: DictConfig, tags: dict[str, Any], parent_run_id: Opti
     run_id = tracking.start_run(
         client, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name or None, tags, parent_run_id
     )
-    tracking.log_params(client, run_id, flatten(cfg))
+    # the run name is the run's name, not a parameter (it would differ between every pair of runs compared)
+    tracking.log_params(client, run_id, {k: v for k, v in flatten(cfg).items() if k != "tracking.run_name"})
     client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     return run_id
 

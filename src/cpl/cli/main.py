@@ -44,7 +44,7 @@ COMMANDS: dict[str, Command] = {
     "runs": Command("cpl.cli.runs", "main", "list and compare the runs of the store in the terminal"),
     "ui": Command("cpl.cli.ui", "main", "start MLflow's UI on the store and print the model-training view's URL"),
     "phase": Command("cpl.cli.phase", "main", "phase portraits of the two-pathway ODE (paper Figs. 1 and 7)"),
-    "bench": Command("cpl.cli", "bench_main", "speed against a plain PyTorch loop doing the same work"),
+    "bench": Command("cpl.cli.bench", "bench_main", "speed against a plain PyTorch loop doing the same work"),
     "reproduce": Command("cpl.reproduce", "main", "reproduce the paper's claims and write a report"),
     "replay": Command("cpl.tracking.spill", "main", "write the rows a run spilled to a file into the store"),
 }
