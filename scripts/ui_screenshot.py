@@ -21,7 +21,7 @@ FLAGS = (
 
 
 def _options(argv):
-    opts = {"sweep": None, "tracking.uri": None, "out": "docs/compare_depths.png", "port": "5077", "plot": "scatter"}
+    opts = {"sweep": None, "tracking.uri": None, "out": "docs/compare_depths.png", "port": "5077", "plot": "parallel"}
     for a in argv:
         key, _, value = a.partition("=")
         if key not in opts or not value:
@@ -46,6 +46,24 @@ def _children(uri: str, sweep: str) -> tuple[str, list[str]]:
     kids = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'", max_results=500)
     kids.sort(key=lambda r: int(r.data.tags["cpl.sweep.cell"]))
     return exp.experiment_id, [r.info.run_id for r in kids]
+
+
+def _choose(driver, box: int, labels: list[str]) -> None:
+    """Pick options by their text in the ``box``-th select of the page."""
+    from selenium.webdriver.common.keys import Keys
+
+    for label in labels:
+        driver.find_elements("css selector", "[role='combobox']")[box].click()
+        driver.switch_to.active_element.send_keys(label)  # filters the (virtualised) list
+        time.sleep(1.5)
+        options = driver.find_elements("xpath", "//*[@role='option' or contains(@class, 'select-item-option')]")
+        pick = [e for e in options if e.text.strip() == label]
+        if not pick:
+            raise SystemExit(f"error: no option {label!r} in select {box}: {[e.text for e in options][:50]}")
+        driver.execute_script("arguments[0].scrollIntoView(true);", pick[0])
+        pick[0].click()
+        time.sleep(1)
+        driver.switch_to.active_element.send_keys(Keys.ESCAPE)
 
 
 def main(argv) -> int:
@@ -74,9 +92,16 @@ def main(argv) -> int:
         try:
             driver.get(compare_url(f"http://127.0.0.1:{o['port']}", exp_id, kids))
             time.sleep(15)
-            if o["plot"] == "scatter":
+            for close in driver.find_elements("css selector", "button[aria-label='Close']")[:1]:
+                close.click()  # the assistant's side panel
+            if o["plot"] == "scatter":  # X: the onset, Y: the first headline metric (the default)
                 driver.find_element("xpath", "//*[normalize-space(text())='Scatter Plot']").click()
-                time.sleep(5)
+                _choose(driver, 0, ["switch.at_step"])
+            else:  # parallel coordinates: the grid keys, then the paper's test error
+                driver.find_element("xpath", "//button[normalize-space(.)='Clear All']").click()
+                _choose(driver, 0, ["model.depth", "switch.at_step"])
+                _choose(driver, 1, ["final/test_error"])
+            time.sleep(5)
             Path(o["out"]).parent.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(o["out"])
             print(f"{o['out']}: {len(kids)} runs compared ({driver.current_url[:120]}...)")

@@ -272,13 +272,12 @@ def sweep_main(argv: Sequence[str]) -> int:
         print(f"\nCritical-period length (first onset with relative error > {sweep.settings.threshold}; nan = none):")
         for key, value in crit.items():
             print(f"  {key[len('critical_period/') :]:40s} {value:g}")
-    print(
-        f"\nParent run {result.parent_run_id} in {result.tracking_uri}"
-        + (" (resumed)" if result.resumed_parent else "")
-    )
     from .ui import print_run_links
 
-    print_run_links(result.tracking_uri, [result.parent_run_id], [r["run_id"] for r in result.rows if r["run_id"]])
+    print()
+    kids = [r["run_id"] for r in result.rows if r["run_id"]]
+    heading = "Sweep parent run" + (" (resumed)" if result.resumed_parent else "")
+    print_run_links(result.tracking_uri, [result.parent_run_id], kids, heading=heading)
     if result.failed:
         print(
             f"{len(result.failed)} cell(s) FAILED: "

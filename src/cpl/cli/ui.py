@@ -65,7 +65,7 @@ def _address(base: str, uri: str, experiment: str) -> str:
     return experiment_url(base, exp_id) if exp_id is not None else f"{base}/#/experiments"
 
 
-def print_run_links(uri: str, run_ids: Sequence[str], compare: Sequence[str] = ()) -> None:
+def print_run_links(uri: str, run_ids: Sequence[str], compare: Sequence[str] = (), heading: str = "MLflow run") -> None:
     """Print where the runs are and their pages in the UI's model-training view (after a run or a sweep)."""
     from ..tracking import get_client
 
@@ -73,7 +73,7 @@ def print_run_links(uri: str, run_ids: Sequence[str], compare: Sequence[str] = (
     client = get_client(uri)
     exp_id = client.get_run(run_ids[0]).info.experiment_id
     for run_id in run_ids:
-        print(f"  MLflow run {run_id} in {uri}")
+        print(f"  {heading} {run_id} in {uri}")
         print(f"  view it:  {run_url(base, exp_id, run_id)}")
     if compare:
         print(f"  compare the {len(compare)} cells:  {compare_url(base, exp_id, list(compare))}")

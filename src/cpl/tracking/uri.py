@@ -62,7 +62,7 @@ def compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
     """The compare view of several runs (parallel coordinates, scatter, box and contour plots).
 
     >>> compare_url("http://h:1", "2", ["a", "b"])
-    'http://h:1/#/compare-runs?runs=["a","b"]&experiments=["2"]'
+    'http://h:1/#/compare-runs?runs=["a","b"]&experiments=["2"]&workflowType=machine_learning'
     """
     runs = ",".join(f'"{r}"' for r in run_ids)
-    return f'{base.rstrip("/")}/#/compare-runs?runs=[{runs}]&experiments=["{experiment_id}"]'
+    return f'{base.rstrip("/")}/#/compare-runs?runs=[{runs}]&experiments=["{experiment_id}"]&{_ML_VIEW}'
