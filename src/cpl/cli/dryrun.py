@@ -22,14 +22,20 @@ CALIBRATION_MEMBERS = 8
 
 
 def human_seconds(s: float) -> str:
-    """>>> human_seconds(42.0), human_seconds(600.0), human_seconds(9000.0)
-    ('42 s', '10.0 min', '2.5 h')"""
+    """A duration for people.
+
+    >>> human_seconds(42.0), human_seconds(600.0), human_seconds(9000.0)
+    ('42 s', '10.0 min', '2.5 h')
+    """
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
 def human_bytes(n: float) -> str:
-    """>>> human_bytes(512), human_bytes(3 * 2**20)
-    ('512 B', '3.0 MiB')"""
+    """A size for people.
+
+    >>> human_bytes(512), human_bytes(3 * 2**20)
+    ('512 B', '3.0 MiB')
+    """
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -163,8 +169,11 @@ def dry_run_sweep(sweep, flags: set[str]) -> int:
 
 
 def _cells(cells: list[int]) -> str:
-    """>>> _cells([0, 1, 2, 5])
-    '0-2, 5'"""
+    """Cell indices as ranges.
+
+    >>> _cells([0, 1, 2, 5])
+    '0-2, 5'
+    """
     parts, start = [], None
     for i, c in enumerate(cells):
         if start is None:

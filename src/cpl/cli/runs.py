@@ -54,9 +54,9 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain text table, columns as wide as their widest cell, numbers right-aligned.
 
     >>> print(format_table(["a", "b"], [["x", 1.5], ["yy", 10]]))
-    a         b
-    x       1.5
-    yy       10
+    a     b
+    x   1.5
+    yy   10
     """
     cells = [[_fmt(v) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]

@@ -18,17 +18,22 @@ __all__ = ["short_labels", "format_value", "describe", "run_name", "override_tag
 MAX_RUN_NAME = 250
 
 
-def short_labels(keys: Sequence[str]) -> dict[str, str]:
-    """Each dotted key's shortest trailing part that no other key ends with.
+#: leaves that say little without their section (``ode.enabled``, ``deficit.start``): kept with it
+GENERIC_LEAVES = ("enabled", "start", "end", "kind", "mode", "pathway", "every_n_steps", "name")
 
-    >>> short_labels(["model.depth", "optim.lr", "deficit.start", "lesion.start"])
-    {'model.depth': 'depth', 'optim.lr': 'lr', 'deficit.start': 'deficit.start', 'lesion.start': 'lesion.start'}
+
+def short_labels(keys: Sequence[str]) -> dict[str, str]:
+    """Each dotted key's shortest trailing part that no other key ends with (with its section for
+    the generic leaves of :data:`GENERIC_LEAVES`).
+
+    >>> short_labels(["model.depth", "optim.lr", "deficit.start", "ode.enabled"])
+    {'model.depth': 'depth', 'optim.lr': 'lr', 'deficit.start': 'deficit.start', 'ode.enabled': 'ode.enabled'}
     """
     out = {}
     for key in keys:
         parts = key.split(".")
         label = key
-        for n in range(1, len(parts) + 1):
+        for n in range(2 if parts[-1] in GENERIC_LEAVES else 1, len(parts) + 1):
             candidate = ".".join(parts[-n:])
             if not any(o != key and (o == candidate or o.endswith("." + candidate)) for o in keys):
                 label = candidate
