@@ -10,9 +10,11 @@ Target: under 1 s.
 """
 
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -32,8 +34,10 @@ def main(argv) -> int:
             print(f"error: unknown argument {a!r}; allowed: repeats=N (N >= 1)", file=sys.stderr)
             return 2
         repeats = int(value)
-    script = Path(sys.executable).with_name("cpl")
-    if not script.is_file():
+    candidates = [Path(sysconfig.get_path("scripts")) / "cpl", Path(sys.executable).with_name("cpl")]
+    candidates += [Path(p) for p in [shutil.which("cpl")] if p]
+    script = next((p for p in candidates if p.is_file()), None)
+    if script is None:
         print("error: the `cpl` console script is not installed (pip install -e .)", file=sys.stderr)
         return 2
     root = Path(__file__).resolve().parents[1]

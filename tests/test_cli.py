@@ -4,8 +4,10 @@ and tags, the links it prints, its light imports."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 import types
 from pathlib import Path
 
@@ -82,9 +84,16 @@ def test_an_optional_command_runs_when_its_module_exists_and_answers_clearly_whe
     assert "a fake command" in out and "not installed" not in out
 
 
+def console_script() -> Path | None:
+    """Where `pip install` put the `cpl` console script (beside the interpreter, or on PATH)."""
+    found = [Path(sysconfig.get_path("scripts")) / "cpl", Path(sys.executable).with_name("cpl")]
+    found += [Path(p) for p in [shutil.which("cpl")] if p]
+    return next((p for p in found if p.is_file()), None)
+
+
 def test_console_script_and_module_entry_point():
-    script = Path(sys.executable).with_name("cpl")
-    assert script.is_file(), "pip install -e . installs the `cpl` console script"
+    script = console_script()
+    assert script is not None, "pip install -e . installs the `cpl` console script"
     for cmd in ([str(script), "--help"], [sys.executable, "-m", "cpl.cli", "train", "--help"]):
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert out.returncode == 0 and "usage: cpl" in out.stdout, out.stderr
@@ -287,6 +296,7 @@ def test_help_and_config_errors_import_nothing_heavy(code):
     assert not [m for m in mods if m.split(".")[0] in HEAVY]
 
 
+@pytest.mark.slow  # two fresh interpreters importing Lightning: ~20 s on 2 busy cores
 def test_callbacks_import_no_more_than_lightning_needs():
     lightning = _imported("import lightning.pytorch")
     callbacks = _imported("import cpl.callbacks")
