@@ -31,7 +31,7 @@ Available confs (in {conf_dir}):
 
 def bench_main(argv: Sequence[str]) -> int:
     from ..config import ConfigError, load_config
-    from . import parse_args
+    from .args import parse_args
 
     argv = list(argv)
     if any(a in ("-h", "--help", "help") for a in argv):
