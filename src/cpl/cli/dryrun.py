@@ -78,7 +78,8 @@ def dry_run(cfg, flags: set[str]) -> int:
 
 
 def _log_rows(cfg, exp, last: int) -> list[list[Any]]:
-    keys = ", ".join(sorted(exp.module.compute_metrics()))
+    names = sorted(exp.module.compute_metrics())
+    keys = ", ".join(names[:5]) + (f", ... ({len(names)} keys)" if len(names) > 5 else "")
     rows = [[exp.module.log_every_n_steps, plan_points(exp.module.log_every_n_steps, last), f"metrics: {keys}"]]
     for cb in exp.callbacks:
         every = getattr(cb, "every_n_steps", None)
@@ -108,18 +109,26 @@ def _print_cost(groups, calibrations, processes: int) -> None:
         f"\nMemory: {human_bytes(tensors)} of module tensors (parameters and data, measured on the built module) "
         f"+ {human_bytes(history)} of readouts kept for figures, in the largest run"
         + (f"; up to {processes} runs at once" if processes > 1 else "")
-        + " (plus the Python process with torch, Lightning and MLflow: ~1 GiB)"
+        + f"; plus the Python process (this one, with torch and Lightning loaded: {human_bytes(_rss())} peak)"
     )
     seconds = estimate_seconds(groups, calibrations)
     print(f"Time on this machine: ~{human_seconds(seconds)}, without MLflow writes and figures; calibrated by")
     for label, c in calibrations.items():
         print(
-            f"  {label}: fits of {c.steps[0]} and {c.steps[1]} steps, 1 and {c.members} member(s): "
-            f"{c.step_seconds * 1e3:.3g} ms/step + {c.member_seconds * 1e3:.3g} ms/member-step "
+            f"  {label}: fits of {c.steps[0]} and {c.steps[1]} steps"
+            + (f", 1 and {c.members} members: " if c.members > 1 else ": ")
+            + f"{c.step_seconds * 1e3:.3g} ms/step + {c.member_seconds * 1e3:.3g} ms/member-step "
             f"+ {c.run_seconds:.2g} s/run"
         )
     if processes > 1:
         print(f"  with {processes} processes on free cores: ~{human_seconds(seconds / processes)}")
+
+
+def _rss() -> int:
+    """Peak resident memory of this process in bytes (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def dry_run_sweep(sweep, flags: set[str]) -> int:
