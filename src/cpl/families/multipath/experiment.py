@@ -66,13 +66,22 @@ def build(cfgs: Sequence[DictConfig], schedule: Any = None) -> Experiment:
     callbacks: list[Any] = []
     windows: list[tuple[str, int, Optional[int]]] = []
     if cfg.deficit.enabled:
-        callbacks.append(GatingDeficit(pathway=cfg.deficit.pathway, start=cfg.deficit.start, end=cfg.deficit.end))
+        callbacks.append(
+            GatingDeficit(pathway=cfg.deficit.pathway, start=cfg.deficit.start, end=cfg.deficit.end, root="pathways")
+        )
         windows.append(
             (f"gate {cfg.deficit.pathway} [{cfg.deficit.start}, {cfg.deficit.end})", cfg.deficit.start, cfg.deficit.end)
         )
     if cfg.lesion.enabled:
         callbacks.append(
-            ModeLesion(pathway=cfg.lesion.pathway, mode=cfg.lesion.mode, start=cfg.lesion.start, end=cfg.lesion.end)
+            ModeLesion(
+                pathway=cfg.lesion.pathway,
+                mode=cfg.lesion.mode,
+                start=cfg.lesion.start,
+                end=cfg.lesion.end,
+                root="pathways",
+                layout="columns",
+            )
         )
         windows.append((f"lesion {cfg.lesion.pathway} mode {cfg.lesion.mode + 1}", cfg.lesion.start, cfg.lesion.end))
     loggers = {
