@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from numbers import Integral
 from typing import Any, Callable, Optional, Sequence, Union
@@ -34,18 +35,21 @@ def _steps(at_step: Any) -> list[int]:
     return [int(s) for s in steps]
 
 
-def fetched_step(global_step: int, batch_idx: int, accumulate: int) -> int:
-    """The optimizer step of the batch Lightning fetches next, seen from ``on_train_batch_end``.
+def fetched_step(global_step: int, batch_idx: int, accumulate: int, ahead: int) -> int:
+    """The optimizer step of the batch Lightning loads next, seen from ``on_train_batch_end``.
 
-    Lightning fetches one batch ahead: when batch ``i`` of an epoch ends (``global_step`` counts
-    the steps taken so far), batch ``i + 1`` is already loaded and the next fetch loads batch
-    ``i + 2``. With ``accumulate`` batches per optimizer step, batch ``i + 1`` belongs to step
-    ``global_step`` and batch ``i + 2`` to the next step when it starts a new group.
+    Lightning loads a batch before the hooks of its step run; for a loader without a length it
+    also keeps one more batch loaded (``ahead=1``) to know which batch is the last. When batch
+    ``i`` of an epoch ends (``global_step`` steps taken), the next load is batch ``i + 1 + ahead``.
+    With ``accumulate`` batches per optimizer step, batch ``i + 1`` belongs to step ``global_step``
+    and batch ``i + 2`` to the next step when it starts a new group.
 
-    >>> fetched_step(10, 4, 1), fetched_step(10, 4, 2), fetched_step(10, 5, 2)
-    (11, 11, 10)
+    >>> fetched_step(10, 4, 1, ahead=0), fetched_step(10, 4, 1, ahead=1)
+    (10, 11)
+    >>> fetched_step(10, 4, 2, ahead=1), fetched_step(10, 5, 2, ahead=1)
+    (11, 10)
     """
-    return global_step + int((batch_idx + 2) % accumulate == 0)
+    return global_step + int(ahead > 0 and (batch_idx + 2) % accumulate == 0)
 
 
 class TaskSwitch(Callback):
@@ -64,11 +68,13 @@ class TaskSwitch(Callback):
 
     A task held by the module is set before the step's batch starts. A task held by the DataModule
     (``task_holder="datamodule"``, the default when the module has no ``set_task``) is set before
-    the step's batch is *fetched*: Lightning loads one batch ahead, so the switch is applied one
-    batch early and the batch of step ``at_step`` is the first one of ``to_task`` (exact also after a
-    resume). Two limits: Lightning loads the first two batches of every epoch after the first
-    together, so a switch on the second step of such an epoch lands one step late (warned); and
-    worker processes (``num_workers > 0``) load further ahead (warned).
+    the step's batch is *loaded*: Lightning loads a batch before the hooks of its step run, so the
+    switch is applied at the end of the previous step and the batch of step ``at_step`` is the
+    first one of ``to_task``, also after a resume on either side of the switch. Loaders without a
+    length (iterable datasets) keep one more batch loaded, which is taken into account; for them a
+    switch on the second step of an epoch after the first lands one step late, because Lightning
+    loads an epoch's first two batches together (warned). Worker processes (``num_workers > 0``)
+    load further ahead (warned).
 
     Args:
         at_step: the switch step, or one per member (any sequence, e.g. an OmegaConf ``ListConfig``).
@@ -118,7 +124,8 @@ class TaskSwitch(Callback):
         self._set: Optional[Callable[..., Any]] = None
         self._data = False  # the task is in the data: applied before the batch is fetched
         self._resume_step: Optional[int] = None
-        self._prefetched = 0  # batches Lightning has loaded but not trained yet (see on_train_batch_end)
+        self._ahead = 0  # batches a loader keeps loaded beyond the current one (1 without a length)
+        self._prefetched = 0  # whether that batch is loaded (see on_train_batch_end)
 
     @property
     def state_key(self) -> str:
@@ -228,12 +235,15 @@ class TaskSwitch(Callback):
 
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._applied = None if not self._data else self._applied
-        self._apply(trainer.global_step)
-        if self._data:
-            self._prefetched = 1  # the fit's first batch is loaded; the next load is its second one
-            self._apply(trainer.global_step + int(trainer.accumulate_grad_batches == 1))
-            self._warn_workers(trainer)
+        if not self._data:
+            self._applied = None  # the module's task may come from a checkpoint: set it again
+            self._apply(trainer.global_step)
+            return
+        # a loader without a length has its first batch loaded already (in setup_data); the next load is batch 2
+        self._ahead = int(math.isinf(trainer.num_training_batches))
+        self._prefetched = self._ahead
+        self._apply(trainer.global_step + self._ahead * int(trainer.accumulate_grad_batches == 1))
+        self._warn_workers(trainer)
 
     def _warn_workers(self, trainer: L.Trainer) -> None:
         loader = getattr(trainer, "train_dataloader", None)
@@ -247,14 +257,15 @@ class TaskSwitch(Callback):
 
     @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._data and self._prefetched == 0:  # a new epoch: its first two batches are loaded together
+        if self._data and self._ahead and self._prefetched == 0:  # a new epoch of a loader without a length
             step = trainer.global_step
             self._apply(step)
             second = step + int(trainer.accumulate_grad_batches == 1)
             if self.task_at(second) != self.task_at(step):
                 warnings.warn(
                     f"TaskSwitch: the switch at step {second} is the second step of an epoch; Lightning loads the "
-                    "first two batches of an epoch together, so the DataModule's task changes one step late.",
+                    "first two batches of an epoch of a loader without a length together, so the DataModule's "
+                    "task changes one step late.",
                     stacklevel=2,
                 )
             self._prefetched = 1
@@ -273,10 +284,11 @@ class TaskSwitch(Callback):
     ) -> None:
         if not self._data:
             return
-        if trainer.is_last_batch:
+        if self._ahead and trainer.is_last_batch:
             self._prefetched = 0  # the next load is the next epoch's first batch, after on_train_epoch_start
         else:
-            self._apply(fetched_step(trainer.global_step, batch_idx, trainer.accumulate_grad_batches))
+            k = trainer.accumulate_grad_batches
+            self._apply(fetched_step(trainer.global_step, batch_idx, k, self._ahead))
 
     def schedule_events(self) -> list[ScheduleEvent]:
         """The switch as :class:`~cpl.core.events.ScheduleEvent` s (read by ``ODEReference``, module chunking)."""
