@@ -32,15 +32,27 @@ def step_counter_incrementer(trainer: Any) -> Optional[Callable[[int], None]]:
 
     Steps taken directly on the optimizer (bypassing ``LightningOptimizer.step``, ~80 us of
     hooks and profiling a step) must still count in ``global_step``, which Lightning reads off
-    the manual-optimisation loop's ``optim_step_progress``. None when this Lightning version hides
-    it: callers then step through the wrapper (``opt.step()``) every time.
+    the manual-optimisation loop's ``optim_step_progress``: ``increment_by`` since Lightning 2.5,
+    ``increment_ready`` + ``increment_completed`` per step before. None when this Lightning version
+    hides both: callers then step through the wrapper (``opt.step()``) every time.
     """
     try:
         progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        increment = progress.increment_by
     except AttributeError:
         return None
-    return increment if callable(increment) else None
+    increment_by = getattr(progress, "increment_by", None)
+    if callable(increment_by):
+        return increment_by
+    ready, completed = getattr(progress, "increment_ready", None), getattr(progress, "increment_completed", None)
+    if not (callable(ready) and callable(completed)):
+        return None
+
+    def advance(n: int) -> None:
+        for _ in range(n):
+            ready()
+            completed()
+
+    return advance
 
 
 class FastHookNameMixin:

@@ -212,6 +212,19 @@ def lambda_balance(w1: np.ndarray, w2: np.ndarray) -> tuple[float, float]:
     return lam, float(np.linalg.norm(gap - lam * np.eye(gap.shape[0])) / scale)
 
 
+def _check_braun_inputs(w1: np.ndarray, w2: np.ndarray, pieces, times, t0: float) -> tuple[np.ndarray, list]:
+    """``(times as an array, pieces sorted by start)``, or a ValueError naming what is wrong."""
+    if w2.shape[1] != w1.shape[0]:
+        raise ValueError(f"Expected `w2` with {w1.shape[0]} columns (the hidden width of `w1`), got shape {w2.shape}")
+    times = np.asarray(times, dtype=float)
+    if times.size and (times[0] < t0 or np.any(np.diff(times) < 0)):
+        raise ValueError(f"Expected `times` sorted and >= t0={t0}, got {times[:3]}...")
+    pieces = sorted(pieces, key=lambda p: p[0])
+    if not pieces or pieces[0][0] > t0:
+        raise ValueError(f"Expected pieces starting at or before t0={t0}, got {[p[0] for p in pieces]}")
+    return times, pieces
+
+
 def braun_trajectory(
     w1: np.ndarray,
     w2: np.ndarray,
@@ -240,16 +253,9 @@ def braun_trajectory(
     """
     w1, w2 = np.asarray(w1, float), np.asarray(w2, float)
     n_in, n_out = w1.shape[1], w2.shape[0]
-    if w2.shape[1] != w1.shape[0]:
-        raise ValueError(f"Expected `w2` with {w1.shape[0]} columns (the hidden width of `w1`), got shape {w2.shape}")
+    times, pieces = _check_braun_inputs(w1, w2, pieces, times, t0)
     if lam is None:
         lam = lambda_balance(w1, w2)[0]
-    times = np.asarray(times, dtype=float)
-    if times.size and (times[0] < t0 or np.any(np.diff(times) < 0)):
-        raise ValueError(f"Expected `times` sorted and >= t0={t0}, got {times[:3]}...")
-    pieces = sorted(pieces, key=lambda p: p[0])
-    if not pieces or pieces[0][0] > t0:
-        raise ValueError(f"Expected pieces starting at or before t0={t0}, got {[p[0] for p in pieces]}")
     q = np.vstack([w1.T, w2])
     qqt = np.empty((times.size, n_in + n_out, n_in + n_out))
     start = t0

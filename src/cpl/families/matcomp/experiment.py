@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from ...core.experiment import Experiment
 from ...core.members import MemberSchedule, trunk_owner
 from ...figures import ode_overlay_figure, singular_value_figure
-from .._callbacks import extra_callbacks, make_callback
+from .. import extra_callbacks, make_callback
 from .data import make_matcomp_tasks
 from .model import DeepMatrixFactorization
 from .module import MatrixCompletionModule

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from ...core.experiment import Experiment
-from .._callbacks import extra_callbacks, make_callback
+from .. import extra_callbacks, make_callback
 from .data import hierarchical_task
 from .figures import pathway_figure
 from .model import MultiPathwayNet

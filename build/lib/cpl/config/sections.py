@@ -1,0 +1,140 @@
+"""Schema sections every model family shares (optimiser, logging, tracking, trainer) and their checks.
+
+Families compose their root schema from these (``cpl.families.<kind>.schema``). The key lists
+here say which keys describe *how* a run is executed or recorded rather than *what* it computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig
+
+from .errors import require
+
+__all__ = [
+    "OptimConfig",
+    "LogConfig",
+    "TrackingConfig",
+    "TrainerConfig",
+    "validate_common",
+    "NON_RESULT_KEYS",
+    "RUN_SHARED_KEYS",
+]
+
+#: keys that do not change what a run computes: left out of config hashes (sweep resume)
+NON_RESULT_KEYS = (
+    "name",
+    "tracking",
+    "trainer.progress_bar",
+    "trainer.checkpoint_dir",
+    "trainer.checkpoint_every_n_steps",
+    "trainer.ckpt_path",
+)
+#: keys that every member of one batched run shares, whatever the family (one trainer, one store)
+RUN_SHARED_KEYS = (
+    "kind",
+    "trainer.accelerator",
+    "trainer.checkpoint_dir",
+    "trainer.steps_per_call",
+    "log.figures",
+    "tracking.uri",
+    "tracking.experiment",
+    "tracking.enabled",
+    "tracking.background_writes",
+)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.2  #: constant learning rate of full-batch gradient descent
+    #: apply the closed-form gradient inside its own matrix products (matrix completion; the same
+    #: steps up to rounding, ~20% faster). false: gradients go to p.grad first, for callbacks that
+    #: read them in on_before_optimizer_step
+    fused: bool = True
+
+
+@dataclass
+class LogConfig:
+    every_n_steps: int = 100  #: train loss and test errors
+    sv_every_n_steps: int = 10  #: singular values of W (paper: every 10 steps)
+    sv_top_k: int = 10
+    #: interval at which singular values go to MLflow (a multiple of sv_every_n_steps); null = every readout
+    sv_log_every_n_steps: Optional[int] = None
+    sv_reference: bool = True  #: also log diag(U^T W V) in the final task's basis (sv_ref/k)
+    #: record the test error every n steps (null = off) and save it as the artifact traces/test_final_error.csv
+    trace_every_n_steps: Optional[int] = None
+    figures: bool = True  #: PNG figures logged as MLflow artifacts at the end
+
+
+@dataclass
+class TrackingConfig:
+    #: MLflow tracking URI; null = $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db
+    uri: Optional[str] = None
+    experiment: str = "cpl"
+    run_name: Optional[str] = None
+    enabled: bool = True
+    #: once a run lasts a few seconds, write its metrics from a helper process while training goes
+    #: on (SQLite costs ~0.1 ms of Python per row). Helps where a core is free (1 torch thread on 2
+    #: cores: -40% of the write time); with every core busy it only moves the work (measured neutral
+    #: on long runs, ~1-2 s slower on 10 s runs for the helper's start), hence off by default
+    background_writes: bool = False
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "cpu"  #: "cpu", "gpu" or "auto"
+    dtype: str = "float32"  #: "float32" or "float64"
+    progress_bar: bool = True
+    checkpoint_dir: str = "checkpoints"  #: checkpoints go to <checkpoint_dir>/<run id>/
+    checkpoint_every_n_steps: int = 10000  #: 0 = only on interrupt and at the end
+    #: gradient steps per Lightning step (1 = one each). More cuts Lightning's per-step overhead;
+    #: a Lightning step still stops at every logging/readout/checkpoint step and every scheduled
+    #: event, so cpl's callbacks see the same steps. Keep 1 for your own per-step callbacks.
+    steps_per_call: int = 1
+    ckpt_path: Optional[str] = None  #: resume from this checkpoint
+
+
+def validate_common(cfg: DictConfig) -> None:
+    require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "a number > 0")
+    require(
+        cfg.trainer.accelerator in ("cpu", "gpu", "cuda", "mps", "auto"),
+        "trainer.accelerator",
+        cfg.trainer.accelerator,
+        "cpu, gpu, cuda, mps or auto",
+    )
+    require(cfg.trainer.dtype in ("float32", "float64"), "trainer.dtype", cfg.trainer.dtype, "float32 or float64")
+    require(
+        cfg.trainer.get("steps_per_call", 1) >= 1,
+        "trainer.steps_per_call",
+        cfg.trainer.get("steps_per_call"),
+        "an integer >= 1",
+    )
+    require(
+        cfg.trainer.checkpoint_every_n_steps >= 0,
+        "trainer.checkpoint_every_n_steps",
+        cfg.trainer.checkpoint_every_n_steps,
+        "an integer >= 0 (0 = only on interrupt and at the end)",
+    )
+    if cfg.trainer.ckpt_path is not None:
+        require(
+            Path(cfg.trainer.ckpt_path).is_file(),
+            "trainer.ckpt_path",
+            cfg.trainer.ckpt_path,
+            "the path of an existing checkpoint file",
+        )
+    for key in ("every_n_steps", "sv_every_n_steps"):
+        require(cfg.log[key] >= 1, f"log.{key}", cfg.log[key], "an integer >= 1")
+    trace = cfg.log.get("trace_every_n_steps")
+    if trace is not None:
+        require(trace >= 1, "log.trace_every_n_steps", trace, "null or an integer >= 1")
+    sv_log = cfg.log.get("sv_log_every_n_steps")
+    if sv_log is not None:
+        require(
+            sv_log >= 1 and sv_log % cfg.log.sv_every_n_steps == 0,
+            "log.sv_log_every_n_steps",
+            sv_log,
+            f"null or a multiple of log.sv_every_n_steps={cfg.log.sv_every_n_steps}",
+        )

@@ -1,0 +1,365 @@
+"""``train``: one tracked run of any model family, with one or many members.
+
+A run builds its family's :class:`~cpl.core.experiment.Experiment` (the registry in
+:mod:`cpl.config.registry` names the family), opens one MLflow run per member, fits, and records
+every member's final metrics, figures and traces. :func:`train` is one config; :func:`train_group`
+trains several cells of a sweep as the members of one module (shared trunks, see
+:mod:`cpl.batching`), each still recorded as its own run, exactly as a separate run would be.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint, TQDMProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from . import tracking
+from .batching import batch_key, batchable, plan_members
+from .config import family, flatten, validate
+from .core.experiment import Experiment
+from .core.lightning_compat import quiet_lightning
+from .core.members import MemberSchedule, member_metrics, member_prefix
+from .core.spectrum import effective_rank, numerical_rank
+
+__all__ = ["train", "train_group", "build", "TrainResult", "final_summary"]
+
+
+@dataclass
+class TrainResult:
+    """What a run returns: the final metrics and where the run is recorded."""
+
+    metrics: dict[str, float]
+    status: str
+    run_id: Optional[str] = None
+    tracking_uri: Optional[str] = None
+    checkpoint_dir: Optional[str] = None
+    figures: list[str] = field(default_factory=list)
+    logging_seconds: float = 0.0  #: time spent writing metrics to the tracking store
+
+
+def build(cfgs: DictConfig | Sequence[DictConfig], schedule: Optional[MemberSchedule] = None) -> Experiment:
+    """The :class:`Experiment` of a config (or of cells as members, with their ``schedule``), by its family."""
+    cfgs = [cfgs] if isinstance(cfgs, DictConfig) else list(cfgs)
+    return family(cfgs[0].kind).experiment.build(cfgs, schedule)
+
+
+class _Progress(TQDMProgressBar):
+    """Progress bar showing the module's latest metrics, refreshed a few hundred times a run."""
+
+    def get_metrics(self, trainer, pl_module):
+        return dict(getattr(pl_module, "progress", {}))
+
+
+class _InterruptCheckpoint(OnExceptionCheckpoint):
+    """Saves ``interrupted.ckpt`` on an exception and remembers the exception (Lightning turns
+    Ctrl-C into ``SystemExit``; this tells the two apart). One callback fewer on the hot path."""
+
+    def __init__(self, dirpath):
+        super().__init__(dirpath=dirpath, filename="interrupted")
+        self.exception: Optional[BaseException] = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.exception = exception
+        super().on_exception(trainer, pl_module, exception)
+
+
+def final_summary(module) -> dict[str, float]:
+    """Final metrics of every member plus the effective and numerical rank of its matrix."""
+    out = dict(module.last_metrics)
+    if hasattr(module, "end_to_end"):
+        s = torch.linalg.svdvals(module.end_to_end().double())
+        out.update(
+            member_metrics({"sv/effective_rank": effective_rank(s), "sv/numerical_rank": numerical_rank(s, 1e-2)})
+        )
+    return out
+
+
+def _open_run(client, cfg: DictConfig, tags: dict[str, Any], parent_run_id: Optional[str]) -> str:
+    """Create the MLflow run of one config: tags, flattened params and the resolved config as YAML."""
+    run_id = tracking.start_run(
+        client, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name or None, tags, parent_run_id
+    )
+    tracking.log_params(client, run_id, flatten(cfg))
+    client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    return run_id
+
+
+def _open_runs(
+    cfgs: Sequence[DictConfig],
+    tags: Optional[dict[str, Any]],
+    member_tags: Optional[Sequence[dict[str, Any]]],
+    parent_run_id: Optional[str],
+):
+    """``(client, uri, run ids)`` of one MLflow run per member (``(None, None, [])`` untracked)."""
+    first, n = cfgs[0], len(cfgs)
+    if not first.tracking.enabled:
+        return None, None, []
+    uri = tracking.tracking_uri(first.tracking.uri)
+    client = tracking.get_client(uri)
+    run_ids = []
+    for e, cfg in enumerate(cfgs):
+        run_tags = {"cpl.conf": cfg.name, "cpl.kind": cfg.kind}
+        if n > 1:
+            run_tags.update({"cpl.batched_members": n, "cpl.member": e})
+        if cfg.trainer.ckpt_path:
+            run_tags["cpl.resumed_from"] = cfg.trainer.ckpt_path
+        run_tags.update({**(tags or {}), **(member_tags[e] if member_tags else {})})
+        run_ids.append(_open_run(client, cfg, run_tags, parent_run_id))
+    if n > 1:
+        for run_id in run_ids:
+            tracking.set_tags(client, run_id, {"cpl.batch_run_ids": ",".join(run_ids)[:5000]})
+    return client, uri, run_ids
+
+
+def _checkpoint_dir(cfg: DictConfig, run_ids: Sequence[str], exp: Experiment) -> Path:
+    # a fresh folder per run: Lightning resumes from a `last.ckpt` it finds when OnExceptionCheckpoint is used
+    if not run_ids:
+        name = f"untracked-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{id(exp)}"
+    else:
+        name = run_ids[0] if len(run_ids) == 1 else f"group-{run_ids[0]}"
+    return Path(cfg.trainer.checkpoint_dir) / name
+
+
+def _close(client, run_ids: Sequence[str], loggers: Sequence, status: str, message: Optional[str] = None) -> None:
+    for lg in loggers:
+        try:
+            lg.flush()
+        except Exception as exc:  # noqa: BLE001 - keep the run's own error; still mark the run
+            warnings.warn(f"Could not write the last metrics of the run: {exc}", stacklevel=2)
+    if client is not None:
+        for run_id in run_ids:
+            if message:
+                tracking.set_tags(client, run_id, {"cpl.status_message": message[:5000]})
+            client.set_terminated(run_id, status)
+
+
+def _fit(
+    cfg: DictConfig,
+    exp: Experiment,
+    loggers: list,
+    callbacks: list[Callback],
+    ckpt_dir: Path,
+    client,
+    run_ids: Sequence[str],
+) -> L.Trainer:
+    """Fit ``exp`` with checkpoints; on an error or Ctrl-C mark ``run_ids`` FAILED or KILLED (metrics kept), raise."""
+    every = cfg.trainer.checkpoint_every_n_steps or None
+    if cfg.trainer.steps_per_call > 1:
+        exp.module.set_steps_per_call(cfg.trainer.steps_per_call, [every or 0])
+    recorder = _InterruptCheckpoint(ckpt_dir)
+    all_callbacks: list[Callback] = [
+        *exp.callbacks,
+        *callbacks,
+        recorder,
+        ModelCheckpoint(
+            dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=every, save_last=True, save_top_k=1
+        ),
+    ]
+    if cfg.trainer.progress_bar:
+        all_callbacks.append(_Progress(refresh_rate=max(1, exp.max_steps // 400)))
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+        max_steps=exp.max_steps,
+        max_epochs=-1,
+        logger=loggers or False,
+        callbacks=all_callbacks,
+        enable_progress_bar=cfg.trainer.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=str(ckpt_dir),
+    )
+    previous_sigint = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(exp.module, ckpt_path=cfg.trainer.ckpt_path)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        signal.signal(signal.SIGINT, previous_sigint)
+        if isinstance(exc, KeyboardInterrupt) or isinstance(recorder.exception, KeyboardInterrupt):
+            _close(
+                client,
+                run_ids,
+                loggers,
+                "KILLED",
+                f"interrupted at step {trainer.global_step}; resume with "
+                f"trainer.ckpt_path={ckpt_dir / 'interrupted.ckpt'}",
+            )
+            raise KeyboardInterrupt from None
+        _close(client, run_ids, loggers, "FAILED", f"exited at step {trainer.global_step}")
+        raise
+    except BaseException as exc:
+        _close(client, run_ids, loggers, "FAILED", f"{type(exc).__name__} at step {trainer.global_step}: {exc}")
+        raise
+    return trainer
+
+
+def _log_trace(
+    client, run_id: str, module, member: int, schedule=None, final: Optional[tuple[int, float]] = None
+) -> None:
+    """Save a member's dense test-error trace (if recorded) as ``traces/test_final_error.csv``."""
+    if not getattr(module, "trace_every_n_steps", None):
+        return
+    steps, values = module.test_error_trace(member, schedule)
+    if final is not None and (not steps or steps[-1] < final[0]):
+        steps, values = steps + [final[0]], values + [final[1]]
+    client.log_text(
+        run_id,
+        "step,test_final_error\n" + "".join(f"{s},{v!r}\n" for s, v in zip(steps, values)),
+        "traces/test_final_error.csv",
+    )
+
+
+def _record_member(
+    client, run_id: str, cfg: DictConfig, exp: Experiment, e: int, end: int, metrics: dict[str, float]
+) -> list[str]:
+    """A member's figures, dense test-error trace and text artifacts; returns the figure paths."""
+    figures: list[str] = []
+    if cfg.log.figures:
+        for name, fig in exp.member_figures(e).items():
+            client.log_figure(run_id, fig, name)
+            figures.append(name)
+    if "test/final_error" in metrics:
+        _log_trace(client, run_id, exp.module, e, exp.schedule, final=(end, metrics["test/final_error"]))
+    for name, text in exp.member_texts(e).items():
+        client.log_text(run_id, text, name)
+    return figures
+
+
+def _train(
+    cfgs: Sequence[DictConfig],
+    callbacks: Sequence[Callback],
+    tags: Optional[dict[str, Any]],
+    parent_run_id: Optional[str],
+    member_tags: Optional[Sequence[dict[str, Any]]],
+    exp: Experiment,
+) -> list[TrainResult]:
+    """Fit ``exp`` (member e = ``cfgs[e]``) with one MLflow run per member, and record every member."""
+    quiet_lightning()
+    first, n = cfgs[0], len(cfgs)
+    client, uri, run_ids = _open_runs(cfgs, tags, member_tags, parent_run_id)
+    loggers = (
+        [tracking.MemberRouterLogger(client, run_ids, exp.schedule, background=first.tracking.background_writes)]
+        if client is not None
+        else []
+    )
+    ckpt_dir = _checkpoint_dir(first, run_ids, exp)
+    trainer = _fit(first, exp, loggers, list(callbacks), ckpt_dir, client, run_ids)
+    ends = exp.schedule.ends if exp.schedule is not None else [trainer.global_step] * n
+    summary = final_summary(exp.module)
+    if client is not None:  # the final metrics not logged during training, each member at its own last step
+        final = {k: v for k, v in summary.items() if k not in exp.module.last_metrics}
+        for lg in loggers:
+            for e in range(n):
+                prefix = member_prefix(e, n)
+                lg.log_metrics({k: v for k, v in final.items() if k.startswith(prefix)}, step=ends[e])
+            lg.flush()
+    write_seconds = sum(lg.write_seconds for lg in loggers) / n
+    out = []
+    for e, cfg in enumerate(cfgs):
+        prefix = member_prefix(e, n)
+        metrics = {k[len(prefix) :]: v for k, v in summary.items() if k.startswith(prefix)}
+        figures: list[str] = []
+        if client is not None:
+            figures = _record_member(client, run_ids[e], cfg, exp, e, ends[e], metrics)
+            client.set_terminated(run_ids[e], "FINISHED")
+        out.append(
+            TrainResult(
+                metrics=metrics,
+                status="FINISHED",
+                run_id=run_ids[e] if run_ids else None,
+                tracking_uri=uri,
+                checkpoint_dir=str(ckpt_dir),
+                figures=figures,
+                logging_seconds=write_seconds,
+            )
+        )
+    return out
+
+
+def train(
+    cfg: DictConfig,
+    callbacks: Sequence[Callback] = (),
+    tags: Optional[dict[str, Any]] = None,
+    parent_run_id: Optional[str] = None,
+    experiment: Optional[Experiment] = None,
+) -> TrainResult:
+    """Train one run described by a validated config, tracked in MLflow.
+
+    Args:
+        cfg: a config from :func:`cpl.config.load_config` or :func:`cpl.config.make_config`.
+        callbacks: extra Lightning callbacks.
+        tags: extra MLflow tags.
+        parent_run_id: nest the run under this MLflow run (sweeps).
+        experiment: a pre-built experiment (module and callbacks) to use instead of ``build(cfg)``.
+
+    Returns:
+        :class:`TrainResult` with the final metrics (``test/final_error``, ``sv/effective_rank``, ...).
+
+    Raises:
+        cpl.core.module.DivergenceError: the loss became NaN/inf (run marked FAILED).
+        KeyboardInterrupt: Ctrl-C (run marked KILLED; a resumable checkpoint is saved).
+    """
+    validate(cfg)
+    return _train([cfg], callbacks, tags, parent_run_id, None, experiment or build(cfg))[0]
+
+
+def train_group(
+    cfgs: Sequence[DictConfig],
+    callbacks: Sequence[Callback] = (),
+    tags: Optional[dict[str, Any]] = None,
+    parent_run_id: Optional[str] = None,
+    member_tags: Optional[Sequence[dict[str, Any]]] = None,
+) -> list[TrainResult]:
+    """Train several cells as the members of ONE batched run, with one MLflow run per cell.
+
+    Cells that differ only in onset share their pre-training trunk (see :mod:`cpl.batching`);
+    the others are independent members. Every cell's run gets its params, config, tags, its full
+    metric history (trunk included), final metrics at its own end step and its figures, exactly
+    as :func:`train` would record a separate run. Results come back in the order of ``cfgs``.
+    ``member_tags`` (one dict per cell, in the order of ``cfgs``) adds tags to each cell's run.
+
+    Raises:
+        ValueError: the cells cannot share a module (see :func:`cpl.batching.batch_key`).
+        Whatever :func:`train` raises; every cell's run is then marked FAILED or KILLED.
+    """
+    for cfg in cfgs:
+        validate(cfg)
+    if member_tags is not None and len(member_tags) != len(cfgs):
+        raise ValueError(f"Expected one `member_tags` dict per cell ({len(cfgs)}), got {len(member_tags)}")
+    if len(cfgs) == 1 and not batchable(cfgs[0]):
+        return [
+            train(
+                cfgs[0],
+                callbacks=callbacks,
+                tags={**(tags or {}), **(member_tags[0] if member_tags else {})},
+                parent_run_id=parent_run_id,
+            )
+        ]
+    if not all(batchable(c) for c in cfgs) or len({batch_key(c) for c in cfgs}) > 1:
+        raise ValueError(
+            "train_group: these cells cannot be members of one module (different kind, depth, size, lr, dtype, "
+            "logging or tracking, or an ODE/resume)"
+        )
+    order, schedule = plan_members(cfgs)
+    ordered = [cfgs[i] for i in order]
+    results = _train(
+        ordered,
+        callbacks,
+        tags,
+        parent_run_id,
+        [member_tags[i] for i in order] if member_tags else None,
+        build(ordered, schedule),
+    )
+    out: list[Optional[TrainResult]] = [None] * len(cfgs)
+    for e, i in enumerate(order):
+        out[i] = results[e]
+    return out  # type: ignore[return-value]

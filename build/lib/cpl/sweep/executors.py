@@ -1,0 +1,118 @@
+"""Executors: run a sweep's tasks in this process, in a pool of processes, or on Ray."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+from .spec import Cell, CellResult, SweepConfig
+
+__all__ = ["LocalExecutor", "RayExecutor", "make_executor", "failed_results"]
+
+
+TaskFn = Callable[[Sequence[Cell]], list]
+
+
+def failed_results(task: Sequence[Cell], exc: BaseException) -> list[CellResult]:
+    return [CellResult(c.index, c.config_hash, "FAILED", error=f"{type(exc).__name__}: {exc}") for c in task]
+
+
+class LocalExecutor:
+    """Run tasks in this process (``processes=1``) or in a pool of spawned processes.
+
+    Args:
+        processes: 1 = in-process, n > 1 = a pool of n processes, 0 = one per core.
+    """
+
+    def __init__(self, processes: int = 1):
+        if processes < 0:
+            raise ValueError(f"Expected `processes` >= 0, got {processes}")
+        self.processes = processes or (os.cpu_count() or 1)
+
+    def map(self, fn: TaskFn, tasks: Sequence[list[Cell]]) -> Iterator[tuple[list[Cell], list[CellResult]]]:
+        """Yield ``(task, results)`` as tasks finish."""
+        if self.processes <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                yield task, fn(task)
+            return
+        import multiprocessing as mp
+
+        pool = ProcessPoolExecutor(max_workers=min(self.processes, len(tasks)), mp_context=mp.get_context("spawn"))
+        try:
+            futures = {pool.submit(fn, task): task for task in tasks}
+            for future in as_completed(futures):
+                task = futures[future]
+                try:
+                    results = future.result()
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - e.g. a worker process died
+                    results = failed_results(task, exc)
+                yield task, results
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+
+
+def _ray_call(fn: TaskFn, task: list[Cell]) -> list[CellResult]:
+    return fn(task)
+
+
+class RayExecutor:
+    """Run tasks as Ray tasks, on a cluster (``address``) or on a local Ray instance it starts.
+
+    Every cell logs to the config's ``tracking.uri``; on a cluster that must be a tracking server
+    all nodes reach (``http://host:port``), and ``cpl`` must be installed on the nodes.
+
+    Args:
+        address: the cluster's address (``ray://...``, ``auto``, ``host:port``); None = a local instance
+            (an already initialised Ray is used as it is).
+        num_cpus: CPUs of a local instance (None = all).
+        cpus_per_task: CPUs Ray reserves per task.
+    """
+
+    def __init__(self, address: Optional[str] = None, num_cpus: Optional[int] = None, cpus_per_task: float = 1.0):
+        if cpus_per_task <= 0:
+            raise ValueError(f"Expected `cpus_per_task` > 0, got {cpus_per_task}")
+        self.address, self.num_cpus, self.cpus_per_task = address, num_cpus, cpus_per_task
+
+    def map(self, fn: TaskFn, tasks: Sequence[list[Cell]]) -> Iterator[tuple[list[Cell], list[CellResult]]]:
+        import ray
+
+        started = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False}
+            if self.address is None:  # a local instance: its workers see this process's PYTHONPATH
+                kwargs["num_cpus"] = self.num_cpus
+                env = {k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}
+                kwargs["runtime_env"] = {"env_vars": env} if env else None
+            ray.init(address=self.address, **kwargs)
+            started = True
+        remote = ray.remote(num_cpus=self.cpus_per_task, max_retries=0)(_ray_call)
+        pending: list = []
+        try:
+            refs = {remote.remote(fn, task): task for task in tasks}
+            pending = list(refs)
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    try:
+                        results = ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - a worker died or the task raised
+                        results = failed_results(refs[ref], exc)
+                    yield refs[ref], results
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def make_executor(settings: SweepConfig):
+    if settings.executor == "ray":
+        return RayExecutor(settings.ray_address, settings.ray_num_cpus, settings.ray_cpus_per_task)
+    return LocalExecutor(settings.processes)

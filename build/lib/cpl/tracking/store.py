@@ -1,0 +1,98 @@
+"""The MLflow store: its default location, experiments, runs, params and tags.
+
+The default store is ``sqlite:///mlruns/mlflow.db`` with artifacts under ``mlruns/artifacts``.
+``$MLFLOW_TRACKING_URI`` or ``tracking.uri`` override it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from mlflow.entities import Param, RunTag
+from mlflow.tracking import MlflowClient
+
+__all__ = [
+    "DEFAULT_TRACKING_URI",
+    "tracking_uri",
+    "get_client",
+    "get_or_create_experiment",
+    "start_run",
+    "log_params",
+    "set_tags",
+    "git_commit",
+]
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+
+
+def tracking_uri(uri: Optional[str] = None) -> str:
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else :data:`DEFAULT_TRACKING_URI`."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _sqlite_path(uri: str) -> Optional[Path]:
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :])
+    return None
+
+
+def get_client(uri: Optional[str] = None) -> MlflowClient:
+    uri = tracking_uri(uri)
+    db = _sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri)
+
+
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    db = _sqlite_path(client.tracking_uri)
+    location = None
+    if db is not None:  # keep artifacts beside the local database, under mlruns/
+        location = (db.parent.resolve() / "artifacts" / name).as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def git_commit(path: Optional[Path] = None) -> Optional[str]:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path or Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def start_run(
+    client: MlflowClient,
+    experiment: str,
+    run_name: Optional[str] = None,
+    tags: Optional[Mapping[str, str]] = None,
+    parent_run_id: Optional[str] = None,
+) -> str:
+    """Create a run (nested under ``parent_run_id`` if given) and return its id."""
+    tags = {k: str(v) for k, v in (tags or {}).items()}
+    commit = git_commit()
+    if commit:
+        tags.setdefault("mlflow.source.git.commit", commit)
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(get_or_create_experiment(client, experiment), run_name=run_name, tags=tags)
+    return run.info.run_id
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    items = [Param(k, "None" if v is None else str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
