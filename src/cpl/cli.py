@@ -56,7 +56,7 @@ def parse_args(argv: Sequence[str], usage: str) -> tuple[str, list[str]] | None:
             f"Expected exactly one conf=NAME argument, got {len(confs)}; available confs: "
             f"{', '.join(available_confs())}"
         )
-    bad = [a for a in argv if "=" not in a]
+    bad = [a for a in argv if "=" not in a and not a.startswith("~")]  # ~callbacks.NAME removes a callback
     if bad:
         raise ConfigError(f"Arguments must be key=value, got {bad}; see --help")
     return confs[0].split("=", 1)[1], [a for a in argv if not a.startswith("conf=")]
@@ -86,6 +86,9 @@ def train_main(argv: Sequence[str]) -> int:
 
     try:
         result = train(cfg)
+    except ConfigError as exc:  # raised while building the run (e.g. a callback's arguments), before any work
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except DivergenceError as exc:
         print(f"\nerror: {exc}\nThe run is marked FAILED in MLflow, with its metrics so far.", file=sys.stderr)
         return 1
