@@ -49,7 +49,9 @@ def test_task_switch_errors(tmp_path):
             self.w = torch.nn.Parameter(torch.zeros(1))
 
     with pytest.raises(
-        AttributeError, match=r"TaskSwitch needs a LightningModule with named tasks \(`task_names`\); Bare has none"
+        AttributeError,
+        match=r"TaskSwitch needs `set_task\(name\)` on the LightningModule or the trainer's DataModule, or an "
+        r"`on_switch` callable; Bare has no `set_task` and the trainer has no DataModule",
     ):
         TaskSwitch(1).setup(None, Bare(), "fit")
 
@@ -91,7 +93,7 @@ def test_singular_value_logger_errors():
 
     with pytest.raises(
         AttributeError,
-        match=r"SingularValueLogger needs a LightningModule with a matrix to analyse \(`end_to_end`\); Bare has none",
+        match=r"SingularValueLogger needs a matrix to analyse at `end_to_end`; Bare has no `end_to_end`",
     ):
         SingularValueLogger().setup(None, Bare(), "fit")
 

@@ -82,7 +82,7 @@ def _hand_loop(factors, target, lr, steps, gate=None, lesion=None):
 def test_gating_deficit_matches_hand_detached_loop():
     module = _module()
     init = _factors(module)
-    gate = GatingDeficit(pathway="b", start=10, end=35)
+    gate = GatingDeficit(pathway="b", start=10, end=35, root="pathways")
     _trainer([gate], 60).fit(module)
     ref = _hand_loop(init, module.targets, module.lr, 60, gate=("b", 10, 35))
     for name in ("a", "b"):
@@ -102,7 +102,7 @@ def test_gated_pathway_does_not_move_inside_the_window():
                 self.mid = [f.detach().clone() for f in pl_module.pathways["b"].factors]
 
     probe = Probe()
-    _trainer([GatingDeficit("b", start=0, end=20), probe], 40).fit(module)
+    _trainer([GatingDeficit("b", start=0, end=20, root="pathways"), probe], 40).fit(module)
     assert all(torch.equal(x, y) for x, y in zip(before, probe.mid))
     assert not all(torch.equal(x, y.detach()) for x, y in zip(before, module.pathways["b"].factors))
 
@@ -111,7 +111,7 @@ def test_mode_lesion_matches_hand_projected_loop_and_ends():
     module = _module()
     init = _factors(module)
     u, v = module.task_basis()
-    lesion = ModeLesion(pathway="a", mode=1, start=5, end=40)
+    lesion = ModeLesion(pathway="a", mode=1, start=5, end=40, root="pathways", layout="columns")
     _trainer([lesion], 60).fit(module)
     ref = _hand_loop(init, module.targets, module.lr, 60, lesion=("a", u[0, :, 1], v[0, :, 1], None, 5, 40))
     for name in ("a", "b"):
@@ -122,7 +122,7 @@ def test_mode_lesion_matches_hand_projected_loop_and_ends():
 
 def test_mode_lesion_zeroes_the_mode_in_the_task_basis():
     module = _module(max_steps=20)
-    lesion = ModeLesion(pathway="a", mode=2)
+    lesion = ModeLesion(pathway="a", mode=2, root="pathways", layout="columns")
     svs = SingularValueLogger(
         every_n_steps=5,
         top_k=8,
@@ -195,11 +195,11 @@ def test_contract_errors_in_setup():
     ):
         _trainer([GatingDeficit("middle", root="encoder")], 2).fit(TwoBranch())
     with pytest.raises(
-        AttributeError, match=r"ModeLesion needs a LightningModule with the task basis \(U, V\) \(`task_basis`\)"
+        AttributeError, match=r"ModeLesion needs the basis \(U, V\) at `task_basis`; TwoBranch has no `task_basis`"
     ):
         _trainer([ModeLesion("left", root="encoder")], 2).fit(TwoBranch())
     with pytest.raises(ValueError, match=r"ModeLesion: expected `mode` < 8 .* got 8"):
-        _trainer([ModeLesion("a", mode=8)], 2).fit(_module())
+        _trainer([ModeLesion("a", mode=8, root="pathways", layout="columns")], 2).fit(_module())
 
 
 @pytest.mark.parametrize(

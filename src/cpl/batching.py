@@ -22,9 +22,11 @@ __all__ = ["batchable", "batch_key", "plan_groups", "plan_members"]
 
 
 def _key(cfg: DictConfig, drop: Sequence[str] = (), keep: Sequence[str] | None = None) -> str:
-    flat = flatten(cfg)
+    flat = {k: v for k, v in flatten(cfg).items() if not k.startswith("callbacks.")}
     if keep is not None:
         flat = {k: flat.get(k) for k in keep}
+    # callbacks compare as written: their arguments bound to keys (switch.at_step) follow those keys
+    flat["callbacks"] = OmegaConf.to_container(cfg.callbacks, resolve=False) if cfg.get("callbacks") else None
     return json.dumps({k: v for k, v in sorted(flat.items()) if k not in drop}, default=str)
 
 

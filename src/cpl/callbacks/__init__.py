@@ -1,8 +1,10 @@
 """Lightning callbacks for critical-period experiments, usable in any Lightning project.
 
-Each callback documents the small contract it needs from the LightningModule and checks it in
-``setup``; each keeps its state across checkpoint resume. They depend on :mod:`cpl.core` only
-(no model family, no tracking backend): metrics and tags go through ``trainer.loggers``.
+Each callback documents the small contract it needs from the LightningModule (or takes its targets
+as constructor arguments) and checks it in ``setup``; each keeps its state across checkpoint
+resume. They depend on :mod:`cpl.core` only (no model family, no tracking backend): metrics go
+through ``trainer.loggers`` and ``trainer.callback_metrics``. ``callbacks/*.yaml`` at the top of
+the repository holds one ``_target_`` node per callback; :mod:`cpl.callbacks.compose` builds them.
 """
 
 from ..core.events import ScheduleEvent, collect_schedule

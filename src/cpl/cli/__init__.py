@@ -91,12 +91,16 @@ def train_main(argv: Sequence[str]) -> int:
 
         return dry_run(cfg, flags)
 
+    from ..config import ConfigError
     from ..config.naming import override_tags
     from ..core.module import DivergenceError
     from ..run import train
 
     try:
         result = train(cfg, tags=override_tags(overrides))
+    except ConfigError as exc:  # raised while building the run (e.g. a callback's arguments), before any work
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except DivergenceError as exc:
         print(f"\nerror: {exc}\nThe run is marked FAILED in MLflow, with its metrics so far.", file=sys.stderr)
         return 1

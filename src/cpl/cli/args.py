@@ -46,7 +46,7 @@ def parse_args(argv: Sequence[str], usage: str) -> tuple[str, list[str]] | None:
             f"Expected exactly one conf=NAME argument, got {len(confs)}; available confs: "
             f"{', '.join(available_confs())}"
         )
-    bad = [a for a in argv if "=" not in a]
+    bad = [a for a in argv if "=" not in a and not a.startswith("~")]  # ~callbacks.NAME removes a callback
     if bad:
         raise ConfigError(f"Arguments must be key=value, got {bad}; see --help")
     return confs[0].split("=", 1)[1], [a for a in argv if not a.startswith("conf=")]

@@ -16,6 +16,9 @@ from typing import Optional, Sequence
 
 __all__ = ["Command", "COMMANDS", "main", "available"]
 
+#: libraries of the `all` extra (the light core install lacks them)
+OPTIONAL = ("omegaconf", "yaml", "mlflow", "matplotlib", "scipy", "tqdm", "jsonargparse")
+
 
 @dataclass(frozen=True)
 class Command:
@@ -34,7 +37,13 @@ class Command:
             return False
 
     def run(self, argv: Sequence[str]) -> int:
-        return int(getattr(importlib.import_module(self.module), self.function)(list(argv)) or 0)
+        try:
+            return int(getattr(importlib.import_module(self.module), self.function)(list(argv)) or 0)
+        except ModuleNotFoundError as exc:  # the light core install has no configs, tracking or figures
+            if (exc.name or "").split(".")[0] not in OPTIONAL:
+                raise
+            print(f"error: this command needs {exc.name!r}: pip install 'cpl[all]'", file=sys.stderr)
+            return 2
 
 
 #: name -> subcommand, in the order of the help

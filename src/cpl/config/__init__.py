@@ -4,6 +4,14 @@ Importing this package loads OmegaConf and the family schemas only (no torch, Li
 matplotlib), so ``--help`` and config errors answer at once.
 """
 
+try:
+    import omegaconf  # noqa: F401
+except ImportError as exc:  # the core install has the callbacks only
+    raise ImportError(
+        "cpl's configs, runs and sweeps need the full install: pip install -e '.[all]' (the core install has "
+        "the callbacks only)"
+    ) from exc
+
 from .errors import ConfigError, require
 from .loader import (
     available_confs,

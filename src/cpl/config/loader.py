@@ -20,6 +20,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from .callbacks import check_callbacks, family_callbacks, read_callback, select_callbacks
 from .errors import ConfigError
 from .registry import family
 
@@ -138,6 +139,10 @@ def _compose_file(path: Path, directory: Path, seen: tuple[Path, ...]) -> DictCo
         )
     merged = OmegaConf.create()
     for name in defaults:
+        if name.startswith("callbacks/"):  # a file of the top-level callbacks/ folder, under `callbacks:`
+            callback = name.split("/", 1)[1]
+            merged = OmegaConf.merge(merged, {"callbacks": {callback: read_callback(callback)}})
+            continue
         target = directory / f"{name}.yaml"
         if not target.is_file():
             raise ConfigError(
@@ -181,10 +186,26 @@ def load_config(name: str, overrides: list[str] | tuple[str, ...] = (), director
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> DictConfig:
-    """Parse ``key=value`` dotlist overrides into a config tree."""
+    """Parse ``key=value`` dotlist overrides into a config tree.
+
+    Hydra's prefixes work for callbacks: ``+key=value`` adds a key (the same as ``key=value`` here)
+    and ``~callbacks.NAME`` removes a callback (read as ``callbacks.NAME=null``).
+    """
+    removed = [o for o in overrides if o.startswith("~")]
+    bad = [o for o in removed if "=" in o or not o[1:].startswith("callbacks.") or o.count(".") != 1]
+    if bad:
+        raise ConfigError(f"Could not parse overrides {bad}: '~' removes a callback, e.g. ~callbacks.task_switch")
+    overrides = [o[1:] if o.startswith("+") else o for o in overrides if not o.startswith("~")]
+    overrides += [f"{o[1:]}=null" for o in removed]
     malformed = [o for o in overrides if "=" not in o or not o.split("=", 1)[0].strip()]
     if malformed:
         raise ConfigError(f"Could not parse overrides {malformed}: use key=value, e.g. model.depth=4")
+    selection = [o for o in overrides if o.split("=", 1)[0].strip() == "callbacks"]
+    if selection and any(o.startswith("callbacks.") for o in overrides):
+        # callbacks=[a,b] with callbacks.x.y=... : the selection goes first (see _merge), as callbacks._select_
+        overrides = [o for o in overrides if o not in selection] + [
+            f"callbacks._select_={selection[-1].split('=', 1)[1]}"
+        ]
     try:
         return OmegaConf.from_dotlist(list(overrides))
     except OmegaConfBaseException as exc:
@@ -203,16 +224,34 @@ def compose(
             ``source`` or ``over_source``).
     """
     kind = over.get("kind", raw.get("kind", "matcomp"))
-    schema = family(kind).config_class
+    cfg = _merge(kind, ((raw, source), (over, over_source)))
+    if not cfg.name:
+        cfg.name = name
+    validate(cfg)
+    return cfg
+
+
+def _merge(kind: Any, parts: tuple[tuple[DictConfig, str], ...]) -> DictConfig:
+    """The schema of ``kind`` with its default callbacks, each part merged in turn (a ``callbacks``
+    list selects entries, see :mod:`cpl.config.callbacks`), removed callbacks dropped."""
+    fam = family(kind)
+    schema, bindings = fam.config_class, fam.callbacks
     cfg = OmegaConf.structured(schema)
-    for part, src in ((raw, source), (over, over_source)):
+    if "callbacks" in cfg:
+        cfg.callbacks = family_callbacks(bindings)
+    for part, src in parts:
+        section = part.get("callbacks", None)
+        if isinstance(section, ListConfig) or (isinstance(section, DictConfig) and "_select_" in section):
+            part = part.copy()  # callbacks=[a, b]: select first, then merge the part's other keys
+            names = part.pop("callbacks") if isinstance(section, ListConfig) else part.callbacks.pop("_select_")
+            cfg.callbacks = select_callbacks(cfg.get("callbacks"), list(names), bindings, src)
         try:
             cfg = OmegaConf.merge(cfg, part)
         except OmegaConfBaseException as exc:
             raise translate(exc, schema, src) from None
-    if not cfg.name:
-        cfg.name = name
-    validate(cfg)
+    if cfg.get("callbacks") is not None:
+        cfg.callbacks = {k: v for k, v in cfg.callbacks.items_ex(resolve=False) if v is not None}
+    check_callbacks(cfg)
     return cfg
 
 
@@ -222,12 +261,7 @@ def make_config(kind: str = "matcomp", **overrides: Any) -> DictConfig:
     >>> make_config(model={"depth": 4}).model.depth
     4
     """
-    schema = family(kind).config_class
-    cfg = OmegaConf.structured(schema)
-    try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.create(overrides))
-    except OmegaConfBaseException as exc:
-        raise translate(exc, schema, "arguments") from None
+    cfg = _merge(kind, ((OmegaConf.create(overrides), "arguments"),))
     validate(cfg)
     return cfg
 

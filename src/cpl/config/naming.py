@@ -8,6 +8,7 @@ A run started with overrides is named after its conf and the overrides that chan
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Mapping, Sequence
 
 from .sections import NON_RESULT_KEYS
@@ -16,6 +17,8 @@ __all__ = ["short_labels", "format_value", "describe", "run_name", "override_tag
 
 #: longest run name written (MLflow stores up to 250 characters)
 MAX_RUN_NAME = 250
+#: characters MLflow does not allow in a tag key
+_TAG_CHARS = re.compile(r"[^\w\-. /]")
 
 
 #: leaves that say little without their section (``ode.enabled``, ``deficit.start``): kept with it
@@ -78,10 +81,19 @@ def describe(values: Mapping[str, Any]) -> str:
 
 
 def _pairs(overrides: Sequence[str]) -> dict[str, str]:
+    """``{key: value}``; ``+key=value`` (add) counts as ``key=value`` and ``~key`` (remove) as ``key=removed``.
+
+    >>> _pairs(["model.depth=4", "+callbacks.ode.every_n_steps=5", "~callbacks.svs"])
+    {'model.depth': '4', 'callbacks.ode.every_n_steps': '5', 'callbacks.svs': 'removed'}
+    """
     pairs: dict[str, str] = {}
     for item in overrides:
-        key, _, value = item.partition("=")
-        pairs[key.strip()] = value.strip()
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if key.startswith("~"):
+            pairs[key.lstrip("~")] = "removed"
+        else:
+            pairs[key.lstrip("+")] = value.strip()
     return pairs
 
 
@@ -97,9 +109,10 @@ def run_name(conf: str, overrides: Sequence[str] = ()) -> str:
 
 
 def override_tags(overrides: Sequence[str]) -> dict[str, str]:
-    """One tag per override: ``{"cpl.override.model.depth": "4"}``.
+    """One tag per override: ``{"cpl.override.model.depth": "4"}`` (characters MLflow does not take
+    in a tag key become ``_``).
 
-    >>> override_tags(["model.depth=4"])
-    {'cpl.override.model.depth': '4'}
+    >>> override_tags(["model.depth=4", "~callbacks.svs"])
+    {'cpl.override.model.depth': '4', 'cpl.override.callbacks.svs': 'removed'}
     """
-    return {f"cpl.override.{k}": v[:5000] for k, v in _pairs(overrides).items()}
+    return {f"cpl.override.{_TAG_CHARS.sub('_', k)}": v[:5000] for k, v in _pairs(overrides).items()}

@@ -74,6 +74,11 @@ class Family:
         return int(self.schema.max_steps(cfg))
 
     @property
+    def callbacks(self) -> dict:
+        """The family's default callbacks: file name in ``callbacks/`` -> arguments bound to its keys."""
+        return dict(getattr(self.schema, "CALLBACKS", {}))
+
+    @property
     def batch_keys(self) -> tuple[str, ...] | None:
         """Keys the members of one batched run share, or None if the family does not batch."""
         return getattr(self.schema, "MEMBER_SHARED_KEYS", None)

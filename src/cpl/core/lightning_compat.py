@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 __all__ = [
     "SUPPORTED",
@@ -19,6 +19,7 @@ __all__ = [
     "FastHookNameMixin",
     "attached_trainer",
     "callback_state_key",
+    "publish_metrics",
     "quiet_lightning",
 ]
 
@@ -83,6 +84,24 @@ def callback_state_key(callback: Any, **key: Any) -> str:
         cached = generate(**key) if callable(generate) else f"{type(callback).__qualname__}{key!r}"
         callback.__dict__["_cpl_state_key"] = cached
     return cached
+
+
+def publish_metrics(trainer: Any, metrics: Mapping[str, float], prog_bar: Iterable[str] = ()) -> None:
+    """Make scalar readouts visible to ``ModelCheckpoint(monitor=...)``, ``EarlyStopping`` and the progress bar.
+
+    ``pl_module.log(..., logger=False)`` does the same but costs hundreds of microseconds a key and
+    is refused in ``on_train_start``/``on_train_end``; callbacks that read out many keys update
+    ``trainer.callback_metrics`` and ``trainer.progress_bar_metrics`` (the dicts Lightning returns and
+    keeps for the whole fit) directly. Values are stored as 0-d tensors, as ``self.log`` stores them.
+    """
+    if not metrics:
+        return
+    import torch
+
+    trainer.callback_metrics.update({k: torch.tensor(float(v)) for k, v in metrics.items()})
+    shown = {k: float(metrics[k]) for k in prog_bar if k in metrics}
+    if shown:
+        trainer.progress_bar_metrics.update(shown)
 
 
 #: warnings Lightning emits for cpl's full-batch, manually optimised runs that do not apply to them

@@ -13,7 +13,8 @@ from typing import Any, Dict, Optional, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from ..config import ConfigError, compose, parse_overrides, read_conf, require, translate
+from ..config import ConfigError, compose, family, parse_overrides, read_conf, require, translate
+from ..config.callbacks import is_default
 from ..config.naming import describe
 from ..config.sections import NON_RESULT_KEYS
 from ..tracking.uri import tracking_uri
@@ -122,6 +123,10 @@ def config_hash(cfg: DictConfig) -> str:
     True
     """
     data = OmegaConf.to_container(cfg, resolve=True)
+    if is_default(
+        cfg, family(cfg.kind).callbacks
+    ):  # the family's own callbacks: hashes as before they were in the config
+        data.pop("callbacks", None)
     for key in NON_RESULT_KEYS:
         parent, _, leaf = key.rpartition(".")
         node = data

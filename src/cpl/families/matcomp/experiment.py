@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ...callbacks import ODEReference, SingularValueLogger, TaskSwitch
 from ...core.experiment import Experiment
 from ...core.members import MemberSchedule, trunk_owner
 from ...figures import ode_overlay_figure, singular_value_figure
+from .. import extra_callbacks, make_callback
 from .data import make_matcomp_tasks
 from .model import DeepMatrixFactorization
 from .module import MatrixCompletionModule
@@ -103,20 +103,17 @@ def build(cfgs: Sequence[DictConfig], schedule: Optional[MemberSchedule] = None)
     module = build_module(cfgs)
     if schedule is not None:
         module.set_member_schedule(schedule.starts, schedule.ends, schedule.sources)
-    at = [c.switch.at_step for c in cfgs]
-    switch = TaskSwitch(at_step=at if len(cfgs) > 1 else at[0], from_task="pretrain", to_task="final")
     first = cfgs[0]
-    svs = SingularValueLogger(
-        every_n_steps=first.log.sv_every_n_steps,
-        top_k=first.log.sv_top_k,
-        reference="reference_basis" if first.log.sv_reference else None,
-        log_every_n_steps=first.log.sv_log_every_n_steps,
-    )
+    # the conf's callbacks (callbacks/*.yaml bound to switch.*, log.*, ode.*), with the per-run values
+    at = [c.callbacks.task_switch.at_step for c in cfgs if "task_switch" in (c.callbacks or {})]
+    switch = make_callback(first, "task_switch", **({"at_step": at} if len(cfgs) > 1 else {}))
+    svs = make_callback(first, "singular_values", **({} if first.log.sv_reference else {"reference": None}))
     ode_cb = None
     if first.ode.enabled:
         if len(cfgs) > 1:
             raise ValueError("ode.enabled runs cannot be batched: the analytic references are per run")
-        ode_cb = ODEReference(every_n_steps=first.ode.every_n_steps)
+        ode_cb = make_callback(first, "ode_reference")
+    extras = extra_callbacks(first, {"task_switch", "singular_values", "ode_reference"})
 
     stacked: dict = {}  # the readouts as arrays, built once for all members' figures and CSVs
 
@@ -142,11 +139,12 @@ def build(cfgs: Sequence[DictConfig], schedule: Optional[MemberSchedule] = None)
         return steps[keep], values[keep], None if proj is None else proj[keep]
 
     def member_figures(e: int) -> dict:
-        if not svs.steps:
+        if svs is None or not svs.steps:
             return {}
         cfg = cfgs[e]
         steps, values, proj = member_history(e)
-        switch_step = switch.switched_at[e] if switch.switched_at[e] is not None else cfg.switch.at_step
+        switched = switch.switched_at[e] if switch is not None else None
+        switch_step = switched if switched is not None else cfg.switch.at_step
         fig = singular_value_figure(steps, values, switch_step=switch_step, projections=proj, title=_title(cfg))
         out = {"figures/singular_values.png": fig}
         if ode_cb is not None and len(ode_cb.steps):
@@ -167,7 +165,7 @@ def build(cfgs: Sequence[DictConfig], schedule: Optional[MemberSchedule] = None)
 
     def member_texts(e: int) -> dict:
         """The full-resolution singular-value readout of member e as CSV (MLflow may get fewer points)."""
-        if not svs.steps:
+        if svs is None or not svs.steps:
             return {}
         steps, values, _ = member_history(e)
         k = values.shape[1]
@@ -180,7 +178,7 @@ def build(cfgs: Sequence[DictConfig], schedule: Optional[MemberSchedule] = None)
             + "\n"
         }
 
-    callbacks = [switch, svs] + ([ode_cb] if ode_cb is not None else [])
+    callbacks = [cb for cb in (switch, svs, ode_cb) if cb is not None] + extras
     steps = max(schedule.ends) if schedule is not None else max(max_steps(c) for c in cfgs)
     return Experiment(
         module=module,

@@ -6,10 +6,11 @@ Imports no torch: loading and validating a config stays light (see :mod:`cpl.con
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from omegaconf import DictConfig
 
+from ...config.callbacks import require_callback
 from ...config.errors import require
 from ...config.sections import LogConfig, OptimConfig, TrackingConfig, TrainerConfig, validate_common
 
@@ -22,6 +23,7 @@ __all__ = [
     "MEMBER_SHARED_KEYS",
     "CHAIN_FREE_KEYS",
     "ONSET_KEY",
+    "CALLBACKS",
 ]
 
 #: keys that the members of one batched module must share (the rest may differ per member)
@@ -46,6 +48,19 @@ MEMBER_SHARED_KEYS = (
 CHAIN_FREE_KEYS = ("switch.at_step", "train.steps_after_switch", "train.max_steps", "name", "tracking.run_name")
 #: the deficit onset: cells differing only here share their trunk
 ONSET_KEY = "switch.at_step"
+#: the run's callbacks (files of the top-level callbacks/ folder) and their arguments bound to this
+#: schema's keys; the builder adds per-run values (one switch step per member, the reference on/off)
+CALLBACKS: Dict[str, Dict[str, Any]] = {
+    "task_switch": {"at_step": "${switch.at_step}", "from_task": "pretrain", "to_task": "final"},
+    "singular_values": {
+        "every_n_steps": "${log.sv_every_n_steps}",
+        "top_k": "${log.sv_top_k}",
+        "log_every_n_steps": "${log.sv_log_every_n_steps}",
+        "matrix": "end_to_end",
+        "reference": "reference_basis",
+    },
+    "ode_reference": {"every_n_steps": "${ode.every_n_steps}", "reference": None},
+}
 
 
 @dataclass
@@ -117,6 +132,8 @@ class MatCompConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     ode: MatCompOdeConfig = field(default_factory=MatCompOdeConfig)
+    #: Lightning callbacks, name -> _target_ node (see cpl.config.callbacks); filled with CALLBACKS
+    callbacks: Optional[Dict[str, Any]] = None
 
 
 #: the family's root schema, as the registry names it
@@ -162,6 +179,7 @@ def validate(cfg: DictConfig) -> None:
         f"a step within the run, <= train.max_steps={total}",
     )
     require(1 <= cfg.log.sv_top_k <= n, "log.sv_top_k", cfg.log.sv_top_k, f"an integer from 1 to task.size={n}")
+    require_callback(cfg, "ode_reference", "ode.enabled")
     validate_ode(cfg)
     validate_common(cfg)
 

@@ -15,8 +15,8 @@ from typing import Any, Optional, Sequence
 import torch
 from omegaconf import DictConfig
 
-from ...callbacks import GatingDeficit, ModeLesion, ODEReference, SingularValueLogger
 from ...core.experiment import Experiment
+from .. import extra_callbacks, make_callback
 from .data import hierarchical_task
 from .figures import pathway_figure
 from .model import MultiPathwayNet
@@ -65,36 +65,33 @@ def build(cfgs: Sequence[DictConfig], schedule: Any = None) -> Experiment:
     k = module.singular_values.shape[-1]
     callbacks: list[Any] = []
     windows: list[tuple[str, int, Optional[int]]] = []
+    # the conf's callbacks (callbacks/*.yaml bound to deficit.*, lesion.*, log.*, ode.*)
     if cfg.deficit.enabled:
-        callbacks.append(GatingDeficit(pathway=cfg.deficit.pathway, start=cfg.deficit.start, end=cfg.deficit.end))
+        callbacks.append(make_callback(cfg, "gating_deficit"))
         windows.append(
             (f"gate {cfg.deficit.pathway} [{cfg.deficit.start}, {cfg.deficit.end})", cfg.deficit.start, cfg.deficit.end)
         )
     if cfg.lesion.enabled:
-        callbacks.append(
-            ModeLesion(pathway=cfg.lesion.pathway, mode=cfg.lesion.mode, start=cfg.lesion.start, end=cfg.lesion.end)
-        )
+        callbacks.append(make_callback(cfg, "mode_lesion"))
         windows.append((f"lesion {cfg.lesion.pathway} mode {cfg.lesion.mode + 1}", cfg.lesion.start, cfg.lesion.end))
+    top_k = cfg.callbacks.singular_values.top_k if "singular_values" in cfg.callbacks else 1
     loggers = {
-        name: SingularValueLogger(
-            every_n_steps=cfg.log.sv_every_n_steps,
-            top_k=min(cfg.log.sv_top_k, k),
-            matrix="pathway_map",
-            matrix_kwargs={"name": name},
-            reference="task_basis",
-            prefix=f"pathway_{name}",
+        name: make_callback(
+            cfg, "singular_values", top_k=min(top_k, k), matrix_kwargs={"name": name}, prefix=f"pathway_{name}"
         )
         for name in names
     }
+    loggers = {name: lg for name, lg in loggers.items() if lg is not None}
     callbacks.extend(loggers.values())
-    ode = ODEReference(every_n_steps=cfg.ode.every_n_steps) if cfg.ode.enabled else None
+    ode = make_callback(cfg, "ode_reference") if cfg.ode.enabled else None
     if ode is not None:
         callbacks.append(ode)
+    callbacks += extra_callbacks(cfg, {"gating_deficit", "mode_lesion", "singular_values", "ode_reference"})
 
     def figures() -> dict[str, Any]:
         hist = {n: lg.history() for n, lg in loggers.items()}
-        first = hist[names[0]]
-        if not first["steps"] or first["projections"] is None:
+        first = hist.get(names[0])
+        if first is None or not first["steps"] or first["projections"] is None:
             return {}
         strengths = {n: h["projections"][:, 0].numpy() for n, h in hist.items()}
         ode_steps = ode_vals = None

@@ -6,14 +6,42 @@ Imports no torch: loading and validating a config stays light (see :mod:`cpl.con
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from omegaconf import DictConfig
 
+from ...config.callbacks import require_callback
 from ...config.errors import require
 from ...config.sections import LogConfig, OptimConfig, TrackingConfig, TrainerConfig, validate_common
 
-__all__ = ["MultiPathConfig", "Config", "validate", "max_steps"]
+__all__ = ["MultiPathConfig", "Config", "validate", "max_steps", "CALLBACKS"]
+
+#: the run's callbacks (files of the top-level callbacks/ folder) and their arguments bound to this
+#: schema's keys; the builder makes one singular-value logger per pathway
+CALLBACKS: Dict[str, Dict[str, Any]] = {
+    "gating_deficit": {
+        "pathway": "${deficit.pathway}",
+        "start": "${deficit.start}",
+        "end": "${deficit.end}",
+        "root": "pathways",
+    },
+    "mode_lesion": {
+        "pathway": "${lesion.pathway}",
+        "mode": "${lesion.mode}",
+        "start": "${lesion.start}",
+        "end": "${lesion.end}",
+        "root": "pathways",
+        "basis": "task_basis",
+        "layout": "columns",
+    },
+    "singular_values": {
+        "every_n_steps": "${log.sv_every_n_steps}",
+        "top_k": "${log.sv_top_k}",
+        "matrix": "pathway_map",
+        "reference": "task_basis",
+    },
+    "ode_reference": {"every_n_steps": "${ode.every_n_steps}", "reference": None},
+}
 
 
 @dataclass
@@ -77,6 +105,8 @@ class MultiPathConfig:
     log: LogConfig = field(default_factory=lambda: LogConfig(every_n_steps=10, sv_every_n_steps=10, sv_top_k=8))
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(dtype="float64", checkpoint_every_n_steps=0))
+    #: Lightning callbacks, name -> _target_ node (see cpl.config.callbacks); filled with CALLBACKS
+    callbacks: Optional[Dict[str, Any]] = None
 
 
 #: the family's root schema, as the registry names it
@@ -120,6 +150,9 @@ def validate(cfg: DictConfig) -> None:
             les.end,
             f"null (permanent) or a step > lesion.start={les.start}",
         )
+    for name, flag in (("gating_deficit", "deficit.enabled"), ("mode_lesion", "lesion.enabled")):
+        require_callback(cfg, name, flag)
+    require_callback(cfg, "ode_reference", "ode.enabled")
     require(cfg.ode.kind in ("discrete", "flow"), "ode.kind", cfg.ode.kind, "discrete or flow")
     require(cfg.ode.every_n_steps >= 1, "ode.every_n_steps", cfg.ode.every_n_steps, "an integer >= 1")
     require(1 <= cfg.log.sv_top_k, "log.sv_top_k", cfg.log.sv_top_k, "an integer >= 1")
