@@ -1,14 +1,37 @@
 #!/usr/bin/env python
-"""Phase portraits of the two-pathway scalar ODE in the (K_a, K_b) plane (paper Figs. 1 and 7).
+"""Phase portraits of the two-pathway scalar ODE (paper Figs. 1 and 7): ``cpl phase`` with --flags.
 
-Saves one PNG per init (large: q^2 - p^2 = 1; small: balanced) with rows = deficits (early: epochs
-0-15, late: 100-115; pathway b gated) and columns = depths, and logs them with the final share of
-pathway a to an MLflow run. Time: one epoch = --dt time units (see cpl.phase). The logic is in cpl.phase.
+The flags are translated to ``cpl phase``'s key=value options (``cpl phase --help``), which hold
+the logic (:mod:`cpl.cli.phase`).
 """
 
 import argparse
 import sys
 from pathlib import Path
+
+
+def to_options(args: argparse.Namespace) -> list[str]:
+    """The ``cpl phase`` key=value options of the parsed flags."""
+
+    def lst(values) -> str:
+        return "[" + ",".join(str(v) for v in values) + "]"
+
+    opts = [
+        f"depths={lst(args.depths)}",
+        f"s={args.s}",
+        f"dt={args.dt}",
+        f"epochs={args.epochs}",
+        f"early={lst(args.early)}",
+        f"late={lst(args.late)}",
+        f"inits={lst(args.inits)}",
+        f"out={args.out}",
+        f"tracking.experiment={args.experiment}",
+    ]
+    if args.tracking_uri:
+        opts.append(f"tracking.uri={args.tracking_uri}")
+    if args.no_mlflow:
+        opts.append("tracking.enabled=false")
+    return opts
 
 
 def main(argv=None) -> int:
@@ -17,80 +40,17 @@ def main(argv=None) -> int:
     parser.add_argument("--s", type=float, default=10.0, help="singular value of the mode (default 10)")
     parser.add_argument("--dt", type=float, default=0.01, help="time units per epoch (default 0.01)")
     parser.add_argument("--epochs", type=int, default=300, help="length of each trajectory in epochs (default 300)")
-    parser.add_argument(
-        "--early",
-        type=int,
-        nargs=2,
-        default=[0, 15],
-        metavar=("START", "END"),
-        help="early deficit epochs (default 0 15)",
-    )
-    parser.add_argument(
-        "--late",
-        type=int,
-        nargs=2,
-        default=[100, 115],
-        metavar=("START", "END"),
-        help="late deficit epochs (default 100 115)",
-    )
-    parser.add_argument(
-        "--inits", nargs="+", default=["large", "small"], choices=["large", "small"], help="which inits to draw"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=Path("outputs/phase"), help="folder for the PNGs (default outputs/phase)"
-    )
-    parser.add_argument(
-        "--tracking-uri", default=None, help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)"
-    )
+    window = dict(type=int, nargs=2, metavar=("START", "END"))
+    parser.add_argument("--early", default=[0, 15], help="early deficit epochs (default 0 15)", **window)
+    parser.add_argument("--late", default=[100, 115], help="late deficit epochs (default 100 115)", **window)
+    parser.add_argument("--inits", nargs="+", default=["large", "small"], choices=["large", "small"])
+    parser.add_argument("--out", type=Path, default=Path("outputs/phase"), help="folder of the figures")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default $MLFLOW_TRACKING_URI or mlruns)")
     parser.add_argument("--experiment", default="cpl-phase", help="MLflow experiment name (default cpl-phase)")
-    parser.add_argument("--no-mlflow", action="store_true", help="only save the PNGs")
-    args = parser.parse_args(argv)
+    parser.add_argument("--no-mlflow", action="store_true", help="only save the figures")
+    from cpl.cli.phase import main as phase_main
 
-    from cpl import tracking
-    from cpl.families.multipath.figures import phase_portrait_figure
-    from cpl.families.multipath.phase import INITS
-
-    if any(d < 1 for d in args.depths) or args.dt <= 0 or args.epochs < 1:
-        parser.error("depths must be >= 1, --dt > 0 and --epochs >= 1")
-    deficits = {"early": tuple(args.early), "late": tuple(args.late)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    client = run_id = None
-    if not args.no_mlflow:
-        uri = tracking.tracking_uri(args.tracking_uri)
-        client = tracking.get_client(uri)
-        run_id = tracking.start_run(client, args.experiment, "phase_portrait", {"cpl.kind": "phase"})
-        tracking.log_params(
-            client,
-            run_id,
-            {
-                "depths": args.depths,
-                "s": args.s,
-                "dt": args.dt,
-                "epochs": args.epochs,
-                "early": args.early,
-                "late": args.late,
-            },
-        )
-    try:
-        for name in args.inits:
-            fig, shares = phase_portrait_figure(INITS[name], args.depths, args.s, args.dt, args.epochs, deficits)
-            path = args.out / f"phase_{name}.png"
-            fig.savefig(path)
-            print(
-                f"{path}: final share of pathway a " + ", ".join(f"{d} D={k}: {v:.3f}" for (d, k), v in shares.items())
-            )
-            if client is not None:
-                client.log_figure(run_id, fig, f"figures/phase_{name}.png")
-                for (d, k), v in shares.items():
-                    client.log_metric(run_id, f"phase/{name}/{d}/D{k}/share_a", v)
-    except BaseException:
-        if client is not None:
-            client.set_terminated(run_id, "FAILED")
-        raise
-    if client is not None:
-        client.set_terminated(run_id, "FINISHED")
-        print(f"MLflow run {run_id} in {tracking.tracking_uri(args.tracking_uri)}")
-    return 0
+    return phase_main(to_options(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -102,7 +102,10 @@ def test_train_group_records_each_cell_like_a_separate_run(tmp_path):
             assert sorted(got) == sorted(want), key  # the same steps: trunk history included
             for step in want:
                 assert got[step] == pytest.approx(want[step], rel=1e-8, abs=1e-12), (key, step)
-        assert {a.path for a in client.list_artifacts(res.run_id, "figures")} == {"figures/singular_values.png"}
+        assert {a.path for a in client.list_artifacts(res.run_id, "figures")} == {
+            "figures/singular_values.png",
+            "figures/singular_values.pdf",
+        }
         # the full-resolution readout CSV (the figure's data) holds the trunk's readouts too
         csvs = []
         for cl, rid, d in ((client, res.run_id, "g"), (sep_client, sep.run_id, "s")):

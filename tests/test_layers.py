@@ -7,7 +7,7 @@ Layers, bottom to top (a module may import its own group and groups on LOWER lay
     2  cpl.families (each family a group of its own: matcomp never imports multipath)
     3  cpl.batching
     4  cpl.run
-    5  cpl.bench | cpl.sweep
+    5  cpl.bench | cpl.plan | cpl.sweep
     6  cpl.cli
 
 The import graph is read with ``ast`` from every module of the package (function-local imports
@@ -38,6 +38,7 @@ LAYERS = {
     "cpl.batching": 3,
     "cpl.run": 4,
     "cpl.bench": 5,
+    "cpl.plan": 5,
     "cpl.sweep": 5,
     "cpl.cli": 6,
 }

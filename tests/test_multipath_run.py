@@ -237,7 +237,10 @@ def test_resume_in_the_middle_of_a_deficit(tmp_path):
     ):
         assert key in metrics, key
     assert metrics["ode/rel_deviation"] < 1e-4
-    assert [f.path for f in client.list_artifacts(full.run_id, "figures")] == ["figures/pathway_strengths.png"]
+    assert [f.path for f in client.list_artifacts(full.run_id, "figures")] == [
+        "figures/pathway_strengths.pdf",
+        "figures/pathway_strengths.png",
+    ]
     assert (
         client.get_run(resumed.run_id).data.metrics["ode/rel_deviation"] < 1e-4
     )  # the reference restarts from the checkpoint

@@ -12,7 +12,15 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-__all__ = ["new_figure", "palette", "singular_value_figure", "ode_overlay_figure", "critical_period_figure"]
+__all__ = [
+    "new_figure",
+    "palette",
+    "singular_value_figure",
+    "ode_overlay_figure",
+    "critical_period_figure",
+    "log_figure",
+    "FIGURE_FORMATS",
+]
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6, 4), dpi: int = 110, **subplot_kw):
@@ -142,3 +150,19 @@ def critical_period_figure(
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+#: formats every logged figure is written in: PNG for the UI, PDF (vector) for papers
+FIGURE_FORMATS = ("png", "pdf")
+
+
+def log_figure(client, run_id: str, fig, path: str) -> list[str]:
+    """Log ``fig`` at ``path`` (``.png``) and beside it in the other :data:`FIGURE_FORMATS`; return the paths.
+
+    ``client`` is an ``mlflow.MlflowClient`` (anything with ``log_figure(run_id, figure, artifact_file)``).
+    """
+    stem, dot, ext = path.rpartition(".")
+    paths = [path] + ([f"{stem}.{f}" for f in FIGURE_FORMATS if f != ext] if dot and ext in FIGURE_FORMATS else [])
+    for p in paths:
+        client.log_figure(run_id, fig, p)
+    return paths

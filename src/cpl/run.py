@@ -29,6 +29,7 @@ from .core.experiment import Experiment
 from .core.lightning_compat import quiet_lightning
 from .core.members import MemberSchedule, member_metrics, member_prefix
 from .core.spectrum import effective_rank, numerical_rank
+from .figures import log_figure
 
 __all__ = ["train", "train_group", "build", "TrainResult", "final_summary"]
 
@@ -44,6 +45,7 @@ class TrainResult:
     checkpoint_dir: Optional[str] = None
     figures: list[str] = field(default_factory=list)
     logging_seconds: float = 0.0  #: time spent writing metrics to the tracking store
+    report: str = ""  #: the family's end-of-run summary for the terminal (e.g. who won each mode)
 
 
 def build(cfgs: DictConfig | Sequence[DictConfig], schedule: Optional[MemberSchedule] = None) -> Experiment:
@@ -88,7 +90,8 @@ def _open_run(client, cfg: DictConfig, tags: dict[str, Any], parent_run_id: Opti
     run_id = tracking.start_run(
         client, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name or None, tags, parent_run_id
     )
-    tracking.log_params(client, run_id, flatten(cfg))
+    # the run name is the run's name, not a parameter (it would differ between every pair of runs compared)
+    tracking.log_params(client, run_id, {k: v for k, v in flatten(cfg).items() if k != "tracking.run_name"})
     client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     return run_id
 
@@ -225,13 +228,28 @@ def _record_member(
     figures: list[str] = []
     if cfg.log.figures:
         for name, fig in exp.member_figures(e).items():
-            client.log_figure(run_id, fig, name)
-            figures.append(name)
+            figures += log_figure(client, run_id, fig, name)  # PNG and PDF
     if "test/final_error" in metrics:
         _log_trace(client, run_id, exp.module, e, exp.schedule, final=(end, metrics["test/final_error"]))
     for name, text in exp.member_texts(e).items():
         client.log_text(run_id, text, name)
     return figures
+
+
+def _family_summary(cfgs: Sequence[DictConfig], exp: Experiment, summary: dict[str, float]):
+    """Each member's headline metrics (a few ``final/*`` keys, added to ``summary``), end-of-run report
+    and tables, from its family's optional ``summary`` part; returns ``(reports, tables)``."""
+    part, n = family(cfgs[0].kind).summary, len(cfgs)
+    if part is None:
+        return [""] * n, [{} for _ in cfgs]
+    reports, tables = [], []
+    for e, cfg in enumerate(cfgs):
+        prefix = member_prefix(e, n)
+        mine = {k[len(prefix) :]: v for k, v in summary.items() if k.startswith(prefix)}
+        summary.update({prefix + k: v for k, v in part.headline(cfg, exp.module, e, mine).items()})
+        reports.append(part.report(cfg, exp.module, e))
+        tables.append(part.tables(cfg, exp.module, e))
+    return reports, tables
 
 
 def _train(
@@ -255,6 +273,7 @@ def _train(
     trainer = _fit(first, exp, loggers, list(callbacks), ckpt_dir, client, run_ids)
     ends = exp.schedule.ends if exp.schedule is not None else [trainer.global_step] * n
     summary = final_summary(exp.module)
+    reports, tables = _family_summary(cfgs, exp, summary)
     if client is not None:  # the final metrics not logged during training, each member at its own last step
         final = {k: v for k, v in summary.items() if k not in exp.module.last_metrics}
         for lg in loggers:
@@ -270,6 +289,8 @@ def _train(
         figures: list[str] = []
         if client is not None:
             figures = _record_member(client, run_ids[e], cfg, exp, e, ends[e], metrics)
+            for name, text in tables[e].items():
+                client.log_text(run_ids[e], text, name)
             client.set_terminated(run_ids[e], "FINISHED")
         out.append(
             TrainResult(
@@ -280,6 +301,7 @@ def _train(
                 checkpoint_dir=str(ckpt_dir),
                 figures=figures,
                 logging_seconds=write_seconds,
+                report=reports[e],
             )
         )
     return out

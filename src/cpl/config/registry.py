@@ -8,7 +8,9 @@ A family is a package (``cpl.families.<kind>`` or any importable package) with
   ``MEMBER_SHARED_KEYS``, ``CHAIN_FREE_KEYS``, ``ONSET_KEY`` and optionally ``batchable(cfg)``
   (see :mod:`cpl.families.matcomp.schema` and :mod:`cpl.batching`);
 - ``experiment``: ``build(cfgs, schedule=None) -> cpl.core.experiment.Experiment``, the module and
-  callbacks of a run whose member e is ``cfgs[e]`` (a single run: one config).
+  callbacks of a run whose member e is ``cfgs[e]`` (a single run: one config);
+- optionally ``summary``: the run's result at a glance (headline ``final/*`` metrics, a report
+  printed at the end, tables logged as artifacts; see :attr:`Family.summary`).
 
 Modules are imported on first use, so loading a config imports only the schemas. Adding a family
 is adding its package and one line to :data:`FAMILIES` (or :func:`register_family` at run time).
@@ -49,6 +51,17 @@ class Family:
     @property
     def experiment(self) -> ModuleType:
         return self._part("experiment")
+
+    @property
+    def summary(self) -> ModuleType | None:
+        """The optional ``summary`` part: ``headline(cfg, module, member, metrics)`` (a few ``final/*``
+        metrics), ``report(cfg, module, member)`` (text for the terminal) and ``tables(...)`` (artifacts)."""
+        try:
+            return self._part("summary")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{self.package}.summary":
+                return None
+            raise
 
     @property
     def config_class(self) -> type:

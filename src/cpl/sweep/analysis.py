@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence
 
 from mlflow.entities import Metric
 
-from ..figures import critical_period_figure
+from ..figures import critical_period_figure, log_figure
 from .spec import CellResult, Sweep
 
 __all__ = ["critical_period_table", "curves", "critical_periods", "table_csv", "table_markdown", "log_summary"]
@@ -170,7 +170,7 @@ def log_summary(client, parent_run_id: str, sweep: Sweep, rows: list[dict[str, A
                     if not math.isnan(y)
                 ]
         for path, fig in _figures(sweep, rows).items():
-            client.log_figure(parent_run_id, fig, path)
+            log_figure(client, parent_run_id, fig, path)  # PNG and PDF
     for i in range(0, len(metrics), 1000):
         client.log_batch(parent_run_id, metrics=metrics[i : i + 1000])
     return summary

@@ -67,7 +67,8 @@ def find_or_create_parent(client, sweep: Sweep) -> tuple[str, str, bool]:
         "cpl.kind": sweep.base.kind,
         "cpl.sweep.grid": json.dumps(sweep.grid, default=str),
     }
-    run_id = tracking.start_run(client, sweep.base.tracking.experiment, sweep.name, tags)
+    name = sweep.base.tracking.run_name or sweep.name  # the command line names it after its overrides
+    run_id = tracking.start_run(client, sweep.base.tracking.experiment, name, tags)
     tracking.log_params(client, run_id, _parent_params(sweep))
     client.log_text(run_id, OmegaConf.to_yaml(sweep.base, resolve=True), "base_config.yaml")
     return run_id, exp_id, False

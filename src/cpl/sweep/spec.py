@@ -15,8 +15,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..config import ConfigError, compose, family, parse_overrides, read_conf, require, translate
 from ..config.callbacks import is_default
+from ..config.naming import describe
 from ..config.sections import NON_RESULT_KEYS
-from ..tracking.store import tracking_uri
+from ..tracking.uri import tracking_uri
 
 __all__ = [
     "SweepConfig",
@@ -268,7 +269,7 @@ def _expand(base: DictConfig, s: SweepConfig) -> list[Cell]:
             )
         except ConfigError as exc:
             raise ConfigError(f"Sweep cell {index} ({label}): {exc}") from None
-        cfg.tracking.run_name = f"{s.name}[{index}] {label}"
+        cfg.tracking.run_name = describe(values)  # a child is named by its grid values: "depth=2 at_step=1000"
         values = {k: OmegaConf.select(cfg, k) for k in keys}  # typed by the schema
         cells.append(Cell(index=index, values=values, config=cfg, config_hash=config_hash(cfg)))
     return cells

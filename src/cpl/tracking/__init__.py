@@ -17,10 +17,15 @@ __all__ = [
     "set_tags",
     "git_commit",
     "MemberRouterLogger",
+    "experiment_url",
+    "run_url",
+    "compare_url",
+    "ui_base",
 ]
 
 _EXPORTS = {name: "store" for name in __all__}
 _EXPORTS["MemberRouterLogger"] = "logger"
+_EXPORTS.update({name: "uri" for name in ("experiment_url", "run_url", "compare_url", "ui_base")})
 
 
 def __getattr__(name: str) -> Any:

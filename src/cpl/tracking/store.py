@@ -6,13 +6,14 @@ The default store is ``sqlite:///mlruns/mlflow.db`` with artifacts under ``mlrun
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
+
+from .uri import DEFAULT_TRACKING_URI, tracking_uri
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
@@ -24,13 +25,6 @@ __all__ = [
     "set_tags",
     "git_commit",
 ]
-
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
-
-
-def tracking_uri(uri: Optional[str] = None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else :data:`DEFAULT_TRACKING_URI`."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def _sqlite_path(uri: str) -> Optional[Path]:
