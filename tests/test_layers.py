@@ -36,6 +36,7 @@ LAYERS = {
     "cpl.figures": 1,
     "cpl.families": 2,
     "cpl.batching": 3,
+    "cpl.guard": 3,
     "cpl.run": 4,
     "cpl.bench": 5,
     "cpl.plan": 5,

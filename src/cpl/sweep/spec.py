@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from dataclasses import dataclass, field
@@ -13,10 +12,10 @@ from typing import Any, Dict, Optional, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from ..config import ConfigError, compose, family, parse_overrides, read_conf, require, translate
-from ..config.callbacks import is_default
+from ..config import ConfigError, compose, parse_overrides, read_conf, require, translate
+from ..config.hashing import config_hash
+from ..config.hashing import digest as _digest
 from ..config.naming import describe
-from ..config.sections import NON_RESULT_KEYS
 from ..tracking.uri import tracking_uri
 
 __all__ = [
@@ -108,32 +107,6 @@ class Sweep:
     @property
     def sweep_hash(self) -> str:
         return _digest(sorted(c.config_hash for c in self.cells))
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def config_hash(cfg: DictConfig) -> str:
-    """Hash of a resolved run config, without the keys that do not change the result
-    (:data:`~cpl.config.sections.NON_RESULT_KEYS`).
-
-    >>> from cpl.config import make_config
-    >>> config_hash(make_config(tracking={"uri": "sqlite:///a.db"})) == config_hash(make_config(tracking={"uri": "sqlite:///b.db"}))
-    True
-    """
-    data = OmegaConf.to_container(cfg, resolve=True)
-    if is_default(
-        cfg, family(cfg.kind).callbacks
-    ):  # the family's own callbacks: hashes as before they were in the config
-        data.pop("callbacks", None)
-    for key in NON_RESULT_KEYS:
-        parent, _, leaf = key.rpartition(".")
-        node = data
-        for part in [p for p in parent.split(".") if p]:
-            node = node.get(part, {})
-        node.pop(leaf, None)
-    return _digest(data)
 
 
 def _flat_grid(node: Any, prefix: str, source: str) -> dict[str, list]:

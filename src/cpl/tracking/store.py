@@ -88,5 +88,19 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> 
         client.log_batch(run_id, params=items[i : i + 100])
 
 
+#: MLflow's limit of metrics per log_batch call
+MAX_ROWS = 1000
+
+
+def write_rows(client: MlflowClient, batch) -> None:
+    """Write ``[(run_id, [(key, value, timestamp_ms, step), ...]), ...]`` once, at most
+    :data:`MAX_ROWS` rows a ``log_batch`` call (retries and spilling: :func:`cpl.tracking.writer.write_batch`)."""
+    from mlflow.entities import Metric
+
+    for run_id, rows in batch:
+        for i in range(0, len(rows), MAX_ROWS):
+            client.log_batch(run_id, metrics=[Metric(*row) for row in rows[i : i + MAX_ROWS]])
+
+
 def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
