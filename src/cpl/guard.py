@@ -32,7 +32,15 @@ from .config import ConfigError, family
 from .tracking import checks, writer
 from .tracking.spill import StoreUnreachable, record_status
 
-__all__ = ["RunGuard", "RunInterrupted", "precheck", "interrupt_signals", "terminate_running", "exit_code"]
+__all__ = [
+    "RunGuard",
+    "RunInterrupted",
+    "precheck",
+    "interrupt_signals",
+    "held_signals",
+    "terminate_running",
+    "exit_code",
+]
 
 
 class RunInterrupted(KeyboardInterrupt):

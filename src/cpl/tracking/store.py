@@ -6,9 +6,15 @@ The default store is ``sqlite:///mlruns/mlflow.db`` with artifacts under ``mlrun
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock
+    fcntl = None  # type: ignore[assignment]
 
 from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -24,6 +30,8 @@ __all__ = [
     "log_params",
     "set_tags",
     "git_commit",
+    "store_lock",
+    "write_rows",
 ]
 
 
@@ -33,12 +41,38 @@ def _sqlite_path(uri: str) -> Optional[Path]:
     return None
 
 
+@contextlib.contextmanager
+def store_lock(uri: Optional[str] = None) -> Iterator[None]:
+    """An exclusive lock on a SQLite store (a ``.lock`` file beside it; other stores: no lock).
+
+    Held while a store is created or migrated, a sweep's parent is found or created, and a cell is
+    claimed, so that processes starting together do not race.
+    """
+    db = _sqlite_path(tracking_uri(uri))
+    if db is None or fcntl is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+_READY: set[str] = set()
+
+
 def get_client(uri: Optional[str] = None) -> MlflowClient:
+    """A client of the store; a SQLite store is created (or migrated) once per process, under :func:`store_lock`."""
     uri = tracking_uri(uri)
-    db = _sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri)
+    if _sqlite_path(uri) is not None and uri not in _READY:
+        with store_lock(uri):
+            client.search_experiments(max_results=1)  # creates the tables / runs alembic's migration
+        _READY.add(uri)
+    return client
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:

@@ -25,7 +25,18 @@ __all__ = [
     "ONSET_KEY",
     "CALLBACKS",
     "memory_bytes",
+    "METRICS",
 ]
+
+#: the metrics a run logs (regular expressions; sweep.metric must match one)
+METRICS = (
+    r"train/loss",
+    r"test/(pretrain|final)_error(_unobserved)?",
+    r"sv(_ref)?/\d+",
+    r"sv/(effective|numerical)_rank",
+    r"(ode|sgd)/sv_\d+",
+    r"final/\w+",
+)
 
 #: keys that the members of one batched module must share (the rest may differ per member)
 MEMBER_SHARED_KEYS = (

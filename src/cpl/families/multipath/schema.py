@@ -14,7 +14,10 @@ from ...config.callbacks import require_callback
 from ...config.errors import require
 from ...config.sections import LogConfig, OptimConfig, TrackingConfig, TrainerConfig, validate_bounds, validate_common
 
-__all__ = ["MultiPathConfig", "Config", "validate", "max_steps", "CALLBACKS"]
+__all__ = ["MultiPathConfig", "Config", "validate", "max_steps", "CALLBACKS", "memory_bytes", "METRICS"]
+
+#: the metrics a run logs (regular expressions; sweep.metric must match one)
+METRICS = (r"train/loss", r"train/mode_error_\d+", r"final/\w+", r"(sv|ode|sgd|mode|pathway)\w*/\w+")
 
 #: the run's callbacks (files of the top-level callbacks/ folder) and their arguments bound to this
 #: schema's keys; the builder makes one singular-value logger per pathway
