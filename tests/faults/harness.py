@@ -29,6 +29,7 @@ REPO = HERE.parents[1]
 
 #: a tiny matrix-completion run: ~60 steps, every 10 a checkpoint, figures at the end
 TINY = [
+    "train",
     "conf=matcomp_rank10to5",
     "task.size=12",
     "task.pretrain_rank=3",
@@ -45,9 +46,10 @@ TINY = [
 ]
 #: a tiny sweep: 4 cells, one run each
 SWEEP = [
+    "sweep",
     "conf=matcomp_depth_sweep_quick",
-    *TINY[1:5],
-    *TINY[7:],
+    *TINY[2:6],
+    *TINY[8:],
     "sweep.grid.model.depth=[1,2]",
     "sweep.grid.switch.at_step=[10,20]",
     "train.steps_after_switch=30",
@@ -159,7 +161,7 @@ class Store:
         self.audit = root / "audit.jsonl"
 
     def args(self, extra: Sequence[str] = ()) -> list[str]:
-        return [f"tracking.uri={self.uri}", "tracking.experiment=faults", f"trainer.checkpoint_dir={self.ckpt}", *extra]
+        return [*extra, f"tracking.uri={self.uri}", "tracking.experiment=faults", f"trainer.checkpoint_dir={self.ckpt}"]
 
     def start(self, argv: Sequence[str], fault: str = "none", **spec: Any) -> subprocess.Popen:
         env = dict(os.environ, CPL_FAULT_AUDIT=str(self.audit), PYTHONUNBUFFERED="1")
