@@ -24,6 +24,10 @@ def main(argv=None) -> int:
     parser.add_argument("-j", type=int, default=2, help="runtime faults run at once (default 2)")
     parser.add_argument("-k", default="", help="only the cases whose name contains this text")
     args = parser.parse_args(argv)
+    import logging
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     t0 = time.perf_counter()
     outcomes = []
     if not args.runtime_only:

@@ -189,16 +189,16 @@ class Store:
     def runs(self) -> list:
         if not (self.root / "mlflow.db").exists():
             return []
-        from mlflow.tracking import MlflowClient
+        from cpl.tracking import get_client  # under the store's lock: the case's processes may be creating it
 
-        client = MlflowClient(self.uri)
+        client = get_client(self.uri)
         exp = client.get_experiment_by_name("faults")
         return client.search_runs([exp.experiment_id], max_results=5000) if exp else []
 
     def stored_rows(self) -> int:
-        from mlflow.tracking import MlflowClient
+        from cpl.tracking import get_client
 
-        client = MlflowClient(self.uri)
+        client = get_client(self.uri)
         return sum(len(client.get_metric_history(r.info.run_id, k)) for r in self.runs() for k in r.data.metrics)
 
     def spill_files(self) -> list[Path]:

@@ -199,6 +199,7 @@ def sweep_main(argv: Sequence[str]) -> int:
 
         return dry_run_sweep(sweep, flags)
 
+    from ..config import ConfigError
     from ..sweep.runner import run_sweep, warn_remote_store
 
     warn_remote_store(sweep)
@@ -208,15 +209,20 @@ def sweep_main(argv: Sequence[str]) -> int:
         f"executor {sweep.settings.executor}, tracking {sweep.base.tracking.uri}",
         file=sys.stderr,
     )
+    from ..guard import exit_code
+
     try:
         result = run_sweep(sweep)
-    except KeyboardInterrupt:
+    except ConfigError as exc:  # a check before the first cell's run is created
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
         print(
-            "\nInterrupted: finished cells are recorded and the parent run is marked KILLED; run the same "
-            "command again to resume.",
+            f"\nInterrupted ({getattr(exc, 'message', '') or 'interrupted'}): finished cells are recorded, the parent "
+            "run and unfinished cells are marked KILLED; run the same command again to resume.",
             file=sys.stderr,
         )
-        return 130
+        return exit_code(exc)
     print(result.markdown())
     crit = {k: v for k, v in result.summary.items() if k.startswith("critical_period/")}
     if crit:
