@@ -312,34 +312,41 @@ def workers_alive(store: Store) -> list[int]:
     return alive
 
 
-def run_outcomes(faults: Sequence[Fault], parallel: int = 2) -> list[Outcome]:
-    """Run runtime faults, ``parallel`` at a time, each in its own temporary folder."""
+def run_outcomes(faults: Sequence[Fault], parallel: int = 2, report: Optional[Callable] = None) -> list[Outcome]:
+    """Run runtime faults, ``parallel`` at a time, each in its own temporary folder; ``report(outcome)``
+    as each one ends."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(fault: Fault) -> Outcome:
         root = Path(tempfile.mkdtemp(prefix="cpl-fault-"))
         try:
-            return fault.run(root)
+            out = fault.run(root)
         except Exception as exc:  # noqa: BLE001 - the harness itself failed: report it
-            return Outcome(fault.name, "runtime fault", problems=[f"harness: {type(exc).__name__}: {exc}"])
+            out = Outcome(fault.name, "runtime fault", problems=[f"harness: {type(exc).__name__}: {exc}"])
         finally:
             shutil.rmtree(root, ignore_errors=True)
+        if report is not None:
+            report(out)
+        return out
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         return list(pool.map(one, faults))
 
 
+HEAD = f"{'case':60s} {'code':>7s} {'statuses':24s} {'rows prod/store/spill':>22s} {'s':>6s}  result"
+
+
+def row(o: Outcome) -> str:
+    """One line of the table (statuses by their first two letters: FI, FA, KI, RU)."""
+    st = ",".join(s[:2] for s in o.statuses) or "-"
+    rows = f"{'?' if o.produced is None else o.produced}/{o.stored}/{o.spilled}" if o.group != "bad config" else "-"
+    result = "ok" if o.ok else "FAIL: " + "; ".join(o.problems)[:300]
+    return f"{o.name[:60]:60s} {str(o.code):>7s} {st[:24]:24s} {rows:>22s} {o.seconds:6.1f}  {result}"
+
+
 def table(outcomes: Sequence[Outcome]) -> str:
     """The suite's table: one row per case, then the totals the issue asks for."""
-    head = f"{'case':60s} {'code':>5s} {'statuses':28s} {'rows prod/store/spill':>22s} {'s':>6s}  result"
-    lines = [head, "-" * len(head)]
-    for o in outcomes:
-        st = ",".join(f"{s[0]}" for s in o.statuses) or "-"
-        rows = f"{'?' if o.produced is None else o.produced}/{o.stored}/{o.spilled}" if o.group != "bad config" else "-"
-        lines.append(
-            f"{o.name[:60]:60s} {str(o.code):>5s} {st[:28]:28s} {rows:>22s} {o.seconds:6.1f}  "
-            + ("ok" if o.ok else "FAIL: " + "; ".join(o.problems)[:300])
-        )
+    lines = [HEAD, "-" * len(HEAD), *map(row, outcomes)]
     bad = [o for o in outcomes if o.group == "bad config"]
     rt = [o for o in outcomes if o.group != "bad config"]
     lost = sum(o.produced - o.stored - o.spilled for o in rt if o.produced is not None)

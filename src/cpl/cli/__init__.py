@@ -237,7 +237,7 @@ def sweep_main(argv: Sequence[str]) -> int:
     print_run_links(result.tracking_uri, [result.parent_run_id], kids, heading=heading)
     if result.failed:
         print(
-            f"{len(result.failed)} cell(s) FAILED: "
+            f"error: {len(result.failed)} cell(s) FAILED: "
             + "; ".join(f"cell {r['cell']}: {r['error']}" for r in result.failed),
             file=sys.stderr,
         )
