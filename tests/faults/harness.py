@@ -279,7 +279,7 @@ def interrupt_when_running(
 ) -> tuple[int, str, float]:
     """Start a sweep, send ``signum`` to it once a child run is RUNNING; ``(code, stderr, seconds to exit)``."""
     proc = store.start(store.args(argv))
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             kids = [r for r in store.runs() if r.info.status == "RUNNING" and "mlflow.parentRunId" in r.data.tags]

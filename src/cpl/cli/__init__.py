@@ -7,6 +7,7 @@ valid, so ``--help`` and every config error answer at once (``tests/test_cli.py`
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Sequence
 
@@ -217,12 +218,13 @@ def sweep_main(argv: Sequence[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
+        code = exit_code(exc)
         print(
-            f"\nInterrupted ({getattr(exc, 'message', '') or 'interrupted'}): finished cells are recorded, the parent "
-            "run and unfinished cells are marked KILLED; run the same command again to resume.",
+            f"\nInterrupted: finished cells are recorded, the parent run and unfinished cells are marked KILLED "
+            f"(by {signal.Signals(code - 128).name}); run the same command again to resume.",
             file=sys.stderr,
         )
-        return exit_code(exc)
+        return code
     print(result.markdown())
     crit = {k: v for k, v in result.summary.items() if k.startswith("critical_period/")}
     if crit:
