@@ -130,13 +130,13 @@ class MultiPathwayNet(nn.Module):
         nonlinearity: str = "identity",
     ):
         super().__init__()
-        if nonlinearity not in NONLINEARITIES:
-            raise ValueError(f"Expected `nonlinearity` in {tuple(NONLINEARITIES)}, got {nonlinearity!r}")
         for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("depth", depth), ("width", width)):
             if value < 1:
                 raise ValueError(f"Expected `{name}` >= 1, got {value}")
-        if init not in ("svd", "gaussian"):
-            raise ValueError(f"Expected `init` in ('svd', 'gaussian'), got {init!r}")
+        choices = (("init", init, ("svd", "gaussian")), ("nonlinearity", nonlinearity, NONLINEARITIES))
+        for name, value, allowed in choices:
+            if value not in allowed:
+                raise ValueError(f"Expected `{name}` in {tuple(allowed)}, got {value!r}")
         if init_scale <= 0:
             raise ValueError(f"Expected `init_scale` > 0, got {init_scale}")
         names = list(pathways)
@@ -155,8 +155,7 @@ class MultiPathwayNet(nn.Module):
                     f"got {tuple(u.shape)} and {tuple(v.shape)}"
                 )
         self.in_dim, self.out_dim, self.depth, self.width = in_dim, out_dim, depth, width
-        self.init, self.init_scale, self.init_noise = init, init_scale, init_noise
-        self.nonlinearity = nonlinearity
+        self.init, self.init_scale, self.init_noise, self.nonlinearity = init, init_scale, init_noise, nonlinearity
         shapes = [(width if i < depth - 1 else out_dim, in_dim if i == 0 else width) for i in range(depth)]
         per_path = {name: [torch.empty(len(seeds), *shp, dtype=torch.float64) for shp in shapes] for name in names}
         for e, seed in enumerate(seeds):
@@ -165,19 +164,16 @@ class MultiPathwayNet(nn.Module):
                 gen = stream_generator(seed, f"multipath_init_{name}")
                 if init == "svd":
                     r = random_orthogonal(width, gen)[:, : u.shape[1]]
-                    for i in range(depth):
-                        left = u if i == depth - 1 else r
-                        right = v if i == 0 else r
-                        per_path[name][i][e] = left @ torch.diag(d) @ right.T
+                    for i in range(depth):  # W_1 = R d V^T, W_i = R d R^T, W_D = U d R^T
+                        per_path[name][i][e] = (u if i == depth - 1 else r) @ torch.diag(d) @ (v if i == 0 else r).T
                 else:
                     gain = init_scale ** (1.0 / depth)
                     for i, shp in enumerate(shapes):
                         per_path[name][i][e] = torch.randn(*shp, generator=gen, dtype=torch.float64) * (
                             gain / shp[1] ** 0.5
                         )
-        self.pathways = nn.ModuleDict(
-            {name: LinearPathway([w.to(dtype) for w in per_path[name]], nonlinearity) for name in names}
-        )
+        paths = {name: LinearPathway([w.to(dtype) for w in per_path[name]], nonlinearity) for name in names}
+        self.pathways = nn.ModuleDict(paths)
 
     @property
     def n_members(self) -> int:
