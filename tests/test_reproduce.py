@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cpl.cli.options import StoreOptions
 from cpl.config import ConfigError, available_confs, conf_dir
 from cpl.reproduce import ReproduceOptions, main
 from cpl.reproduce.command import _prepare, run
@@ -252,7 +253,7 @@ def _options(tmp_path, only):
         only=only,
         out=str(tmp_path / "reports"),
         progress=False,
-        tracking={"uri": f"sqlite:///{tmp_path}/m.db"},
+        tracking=StoreOptions(uri=f"sqlite:///{tmp_path}/m.db"),
     )
 
 
