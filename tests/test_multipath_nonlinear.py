@@ -4,7 +4,6 @@ the ODE reference's refusal of a nonlinear network."""
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -14,7 +13,7 @@ from cpl.families.multipath.data import hierarchical_task
 from cpl.families.multipath.model import MultiPathwayNet
 from cpl.families.multipath.module import MultiPathwayModule
 from cpl.families.multipath.reference import MultiPathwayReference
-from cpl.run import build
+from test_multipath_run import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,18 +27,8 @@ ACT = {
 
 
 def fit(cfg) -> MultiPathwayModule:
-    exp = build(cfg)
-    L.Trainer(
-        max_steps=exp.max_steps,
-        max_epochs=-1,
-        logger=False,
-        callbacks=exp.callbacks,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    ).fit(exp.module)
+    """Train the run of a config (the same Trainer as tests/test_multipath_run.py, through its ``run``)."""
+    exp, _, _ = run(cfg)
     return exp.module
 
 

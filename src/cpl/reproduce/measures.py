@@ -193,31 +193,15 @@ def sweep_value(
     where: Where = None,
     onset: Any = None,
     variant: str = "",
+    denominator: Optional[str] = None,
 ) -> tuple[float, str]:
-    """``key`` (a table column such as ``relative_error``, or a run metric) over the matching cells,
-    at the onset ``onset`` (``last``: the longest; default: every onset), reduced."""
+    """``key`` (a table column such as ``relative_error``, or a run metric; divided by the metric
+    ``denominator`` if given) over the matching cells, at the onset ``onset`` (``last``: the
+    longest; default: every onset), reduced."""
     rows = _onset_rows(res, job, variant, where, onset)
-    values = np.array([res.value(r, key) for r in rows])
-    label = res.sweep(job, variant).onset_key
-    cells = ", ".join(f"{r.get(label, '')}: {v:.3g}" for r, v in zip(rows, values))
-    return reduce_values(values, reduce), f"{key} by onset: {cells}"
-
-
-def metric_ratio(
-    res: Results,
-    job: str,
-    numerator: str,
-    denominator: str,
-    reduce: str = "max",
-    where: Where = None,
-    onset: Any = None,
-    variant: str = "",
-) -> tuple[float, str]:
-    """``numerator / denominator`` (two metrics of each matching cell, e.g. ``sv/6`` over ``sv/5``), reduced."""
-    rows = _onset_rows(res, job, variant, where, onset)
-    values = np.array([res.value(r, numerator) / res.value(r, denominator) for r in rows])
-    cells = ", ".join(f"{_label(r)}{v:.3g}" for r, v in zip(rows, values))
-    return reduce_values(values, reduce), f"{numerator} / {denominator}: {cells}"
+    values = np.array([res.value(r, key) / (res.value(r, denominator) if denominator else 1.0) for r in rows])
+    name = f"{key} / {denominator}" if denominator else key
+    return reduce_values(values, reduce), f"{name}: " + ", ".join(f"{_label(r)}{v:.3g}" for r, v in zip(rows, values))
 
 
 def error_ratio(
@@ -265,7 +249,6 @@ MEASURES: dict[str, Callable[..., tuple[float, str]]] = {
     "ode_gap": ode_gap,
     "sweep_value": sweep_value,
     "error_ratio": error_ratio,
-    "metric_ratio": metric_ratio,
     "increasing": increasing,
     "difference": difference,
     "phase_share": phase_share,
