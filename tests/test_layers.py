@@ -9,6 +9,7 @@ Layers, bottom to top (a module may import its own group and groups on LOWER lay
     4  cpl.run
     5  cpl.bench | cpl.plan | cpl.sweep
     6  cpl.cli
+    7  cpl.reproduce (composes sweeps and reuses cpl.cli's option parsing)
 
 The import graph is read with ``ast`` from every module of the package (function-local imports
 included), and importing ``a.b.c`` counts as importing ``a.b`` and ``a`` too, as Python does.
@@ -42,6 +43,7 @@ LAYERS = {
     "cpl.plan": 5,
     "cpl.sweep": 5,
     "cpl.cli": 6,
+    "cpl.reproduce": 7,
 }
 #: groups that may import only these groups (besides themselves)
 ONLY = {"cpl.callbacks": {"cpl.core"}, "cpl.theory": set(), "cpl.core": set(), "cpl.config": set()}

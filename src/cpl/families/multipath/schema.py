@@ -19,6 +19,9 @@ __all__ = ["MultiPathConfig", "Config", "validate", "max_steps", "CALLBACKS", "m
 #: the metrics a run logs (regular expressions; sweep.metric must match one)
 METRICS = (r"train/loss", r"train/mode_error_\d+", r"final/\w+", r"(sv|ode|sgd|mode|pathway)\w*/\w+")
 
+#: model.nonlinearity values (as cpl.families.multipath.model.NONLINEARITIES, without importing torch)
+NONLINEARITIES = ("identity", "relu", "tanh")
+
 #: the run's callbacks (files of the top-level callbacks/ folder) and their arguments bound to this
 #: schema's keys; the builder makes one singular-value logger per pathway
 CALLBACKS: Dict[str, Dict[str, Any]] = {
@@ -60,6 +63,8 @@ class MultiPathModelConfig:
     init: str = "svd"  #: "svd" (paper: balanced, aligned with the task; the ODE is exact) or "gaussian"
     init_scale: float = 0.01  #: eps of the svd init (mode strength at init), g of the Gaussian init
     init_noise: float = 0.1  #: relative noise on the svd init's diagonal
+    #: between consecutive layers of a pathway: identity (the paper's deep linear network), relu or tanh
+    nonlinearity: str = "identity"
 
 
 @dataclass
@@ -140,6 +145,13 @@ def validate(cfg: DictConfig) -> None:
     require(m.init in ("svd", "gaussian"), "model.init", m.init, "svd or gaussian")
     require(m.init_scale > 0, "model.init_scale", m.init_scale, "a number > 0")
     require(0 <= m.init_noise < 1, "model.init_noise", m.init_noise, "a number in [0, 1)")
+    require(m.nonlinearity in NONLINEARITIES, "model.nonlinearity", m.nonlinearity, ", ".join(NONLINEARITIES))
+    require(
+        m.nonlinearity == "identity" or not cfg.ode.enabled,
+        "model.nonlinearity",
+        m.nonlinearity,
+        "identity while ode.enabled=true (the two-pathway ODE holds for linear pathways only; set ode.enabled=false)",
+    )
     total = cfg.train.max_steps
     require(total >= 1, "train.max_steps", total, "an integer >= 1")
     d = cfg.deficit
