@@ -244,6 +244,14 @@ def test_ode_gap_splits_the_phases():
     assert value == 5e-5 and "before 2e-09" in detail and "during 5e-05" in detail and "after 3e-09" in detail
 
 
+def test_a_claim_that_cannot_be_measured_fails():
+    from cpl.reproduce.report import check_claims
+
+    rows = check_claims(load("quick").select(["fig3"]), _results({}))  # nothing ran
+    assert [r["id"] for r in rows] == ["fig3_lesioned_mode", "fig3_other_modes"]
+    assert all(r["passed"] is False and np.isnan(r["value"]) and "did not run" in r["detail"] for r in rows)
+
+
 # --------------------------------------------------------------------------- real runs
 
 
