@@ -96,7 +96,7 @@ def test_diverging_run_is_failed_with_metrics_kept(tmp_path):
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 1
 
 
-@pytest.mark.parametrize("steps_per_call", [1, 5])
+@pytest.mark.parametrize("steps_per_call", [1, 5, "auto"])
 def test_interrupt_is_killed_and_resume_matches_uninterrupted(tmp_path, steps_per_call):
     handler = signal.getsignal(signal.SIGINT)
     cfg = small_matcomp(tmp_path, trainer={"dtype": "float64", "steps_per_call": steps_per_call})

@@ -156,7 +156,7 @@ def _fit(
 ) -> L.Trainer:
     """Fit ``exp`` with checkpoints; on an error or Ctrl-C mark ``run_ids`` FAILED or KILLED (metrics kept), raise."""
     every = cfg.trainer.checkpoint_every_n_steps or None
-    if cfg.trainer.steps_per_call > 1:
+    if cfg.trainer.steps_per_call != 1:
         exp.module.set_steps_per_call(cfg.trainer.steps_per_call, [every or 0])
     recorder = _InterruptCheckpoint(ckpt_dir)
     all_callbacks: list[Callback] = [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from omegaconf import DictConfig
 
@@ -32,6 +32,7 @@ NON_RESULT_KEYS = (
     "trainer.checkpoint_dir",
     "trainer.checkpoint_every_n_steps",
     "trainer.ckpt_path",
+    "trainer.steps_per_call",  # any value takes the same steps (tested)
 )
 #: keys that every member of one batched run shares, whatever the family (one trainer, one store)
 RUN_SHARED_KEYS = (
@@ -90,10 +91,10 @@ class TrainerConfig:
     progress_bar: bool = True
     checkpoint_dir: str = "checkpoints"  #: checkpoints go to <checkpoint_dir>/<run id>/
     checkpoint_every_n_steps: int = 10000  #: 0 = only on interrupt and at the end
-    #: gradient steps per Lightning step (1 = one each). More cuts Lightning's per-step overhead;
-    #: a Lightning step still stops at every logging/readout/checkpoint step and every scheduled
-    #: event, so cpl's callbacks see the same steps. Keep 1 for your own per-step callbacks.
-    steps_per_call: int = 1
+    #: gradient steps per Lightning step. "auto": from one logging/readout/checkpoint step or
+    #: scheduled event to the next, so every callback sees the steps it acts on and results equal
+    #: one step per call (tested); an integer caps it. Set 1 for your own per-step callbacks.
+    steps_per_call: Any = "auto"
     ckpt_path: Optional[str] = None  #: resume from this checkpoint
 
 
@@ -106,11 +107,12 @@ def validate_common(cfg: DictConfig) -> None:
         "cpu, gpu, cuda, mps or auto",
     )
     require(cfg.trainer.dtype in ("float32", "float64"), "trainer.dtype", cfg.trainer.dtype, "float32 or float64")
+    spc = cfg.trainer.get("steps_per_call", "auto")
     require(
-        cfg.trainer.get("steps_per_call", 1) >= 1,
+        spc == "auto" or (isinstance(spc, int) and not isinstance(spc, bool) and spc >= 1),
         "trainer.steps_per_call",
-        cfg.trainer.get("steps_per_call"),
-        "an integer >= 1",
+        spc,
+        "auto or an integer >= 1",
     )
     require(
         cfg.trainer.checkpoint_every_n_steps >= 0,
