@@ -45,6 +45,7 @@ RUN_SHARED_KEYS = (
     "tracking.experiment",
     "tracking.enabled",
     "tracking.background_writes",
+    "tracking.curve_points",
 )
 
 
@@ -65,7 +66,7 @@ class LogConfig:
     #: interval at which singular values go to MLflow (a multiple of sv_every_n_steps); null = every readout
     sv_log_every_n_steps: Optional[int] = None
     sv_reference: bool = True  #: also log diag(U^T W V) in the final task's basis (sv_ref/k)
-    #: record the test error every n steps (null = off) and save it as the artifact traces/test_final_error.csv
+    #: record the test error every n steps (null = off); saved in the artifact traces/dense.npz
     trace_every_n_steps: Optional[int] = None
     figures: bool = True  #: PNG figures logged as MLflow artifacts at the end
 
@@ -82,6 +83,10 @@ class TrackingConfig:
     #: cores: -40% of the write time); with every core busy it only moves the work (measured neutral
     #: on long runs, ~1-2 s slower on 10 s runs for the helper's start), hence off by default
     background_writes: bool = False
+    #: at most about this many points per metric curve and run in MLflow (uniformly thinned,
+    #: always with step 0, every switch/deficit boundary and the last step); null = every point.
+    #: Full-resolution traces go to the artifact traces/dense.npz
+    curve_points: Optional[int] = 1000
 
 
 @dataclass
@@ -127,6 +132,8 @@ def validate_common(cfg: DictConfig) -> None:
             cfg.trainer.ckpt_path,
             "the path of an existing checkpoint file",
         )
+    points = cfg.tracking.get("curve_points")
+    require(points is None or points >= 10, "tracking.curve_points", points, "null or an integer >= 10")
     for key in ("every_n_steps", "sv_every_n_steps"):
         require(cfg.log[key] >= 1, f"log.{key}", cfg.log[key], "an integer >= 1")
     trace = cfg.log.get("trace_every_n_steps")
