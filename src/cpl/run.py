@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
@@ -29,6 +29,7 @@ from .config import family, flatten, validate
 from .core.experiment import Experiment
 from .core.lightning_compat import quiet_lightning
 from .core.members import MemberSchedule, member_metrics, member_prefix
+from .core.progress import StepProgressBar
 from .core.spectrum import effective_rank, numerical_rank
 from .figures import log_figure
 from .tracking.dense import log_dense, trunk_tags
@@ -55,13 +56,6 @@ def build(cfgs: DictConfig | Sequence[DictConfig], schedule: Optional[MemberSche
     """The :class:`Experiment` of a config (or of cells as members, with their ``schedule``), by its family."""
     cfgs = [cfgs] if isinstance(cfgs, DictConfig) else list(cfgs)
     return family(cfgs[0].kind).experiment.build(cfgs, schedule)
-
-
-class _Progress(TQDMProgressBar):
-    """Progress bar showing the module's latest metrics, refreshed a few hundred times a run."""
-
-    def get_metrics(self, trainer, pl_module):
-        return dict(getattr(pl_module, "progress", {}))
 
 
 class _InterruptCheckpoint(OnExceptionCheckpoint):
@@ -171,7 +165,7 @@ def _fit(
         ),
     ]
     if cfg.trainer.progress_bar:
-        all_callbacks.append(_Progress(refresh_rate=max(1, exp.max_steps // 400)))
+        all_callbacks.append(StepProgressBar(refresh_steps=max(1, exp.max_steps // 400)))
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=1,
