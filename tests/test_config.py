@@ -54,13 +54,13 @@ def test_unknown_conf_lists_available():
 @pytest.mark.parametrize(
     "override, pattern",
     [
-        ("model.depth=0", r"'model.depth': got 0; allowed: an integer >= 1"),
+        ("model.depth=0", r"'model.depth': got 0; allowed: an integer from 1 to 1000"),
         ("task.final_rank=101", r"'task.final_rank': got 101; allowed: an integer from 1 to task.size=100"),
         ("task.pretrain_rank=0", r"'task.pretrain_rank': got 0; allowed: an integer from 1 to task.size=100"),
         ("task.n_obs=10001", r"'task.n_obs': got 10001; allowed: an integer from 1 to task.size\^2=10000"),
         ("task.n_obs=0", r"'task.n_obs': got 0; allowed: an integer from 1 to task.size\^2=10000"),
-        ("optim.lr=0", r"'optim.lr': got 0.0; allowed: a number > 0"),
-        ("optim.lr=-0.1", r"'optim.lr': got -0.1; allowed: a number > 0"),
+        ("optim.lr=0", r"'optim.lr': got 0.0; allowed: a finite number > 0"),
+        ("optim.lr=-0.1", r"'optim.lr': got -0.1; allowed: a finite number > 0"),
         ("model.init=xavier", r"'model.init': got 'xavier'; allowed: gaussian, balanced or aligned"),
         ("model.init_scale=0", r"'model.init_scale': got 0.0; allowed: a number > 0"),
         ("switch.at_step=-1", r"'switch.at_step': got -1; allowed: an integer >= 0"),

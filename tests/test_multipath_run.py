@@ -51,8 +51,9 @@ class MemoryLogger(Logger):
         return np.array([self.at(f"pathway_{pathway}_ref/{i + 1}", step) for i in range(k)])
 
 
-def run(conf: str = "multipath_depth4_gating", **overrides):
-    cfg = load_config(conf, [f"{k}={v}" for k, v in overrides.items()])
+def run(conf="multipath_depth4_gating", **overrides):
+    """Train a conf (or a loaded config) for its full length with a :class:`MemoryLogger`."""
+    cfg = conf if not isinstance(conf, str) else load_config(conf, [f"{k}={v}" for k, v in overrides.items()])
     exp = build(cfg)
     mem = MemoryLogger()
     L.Trainer(

@@ -111,7 +111,7 @@ def test_interrupt_is_killed_and_resume_matches_uninterrupted(tmp_path, steps_pe
     assert len(killed) == 1
     run_id = killed[0].info.run_id
     assert max(m.step for m in client.get_metric_history(run_id, "sv/1")) == 20  # metrics so far are kept
-    ckpt = tmp_path / "ckpt" / run_id / "interrupted.ckpt"
+    ckpt = tmp_path / "ckpt" / run_id / "last.ckpt"
     assert ckpt.is_file()
 
     resumed_cfg = small_matcomp(
@@ -181,15 +181,21 @@ def test_writer_process_writes_every_row_in_chunks(tmp_path):
     assert len(client.get_metric_history(run_id, "other")) == 10
 
 
-def test_writer_process_errors_reach_the_parent(tmp_path):
-    from cpl.tracking.writer import MetricWriter
+def test_writer_process_errors_reach_the_parent_and_rows_are_spilled(tmp_path):
+    from cpl.tracking import writer as w
+    from cpl.tracking.spill import StoreUnreachable, read_spill
 
     uri, client, run_id = _store(tmp_path)
-    writer = MetricWriter(uri)
+    w.configure(2.0, 1, tmp_path / "spill.jsonl")
+    writer = w.MetricWriter(uri)
     writer.send([("0123456789abcdef0123456789abcdef", _rows(3))])  # no such run
-    with pytest.raises(RuntimeError, match="writer process failed to write metrics"):
-        writer.wait()
-    writer.close()
+    try:
+        with pytest.raises(StoreUnreachable, match="did not take 3 metric rows"):
+            writer.wait()
+    finally:
+        writer.close()
+        w.configure(30.0, 2, None)
+    assert read_spill(tmp_path / "spill.jsonl")[1] == [("0123456789abcdef0123456789abcdef", _rows(3))]
 
 
 def test_writer_process_killed_loses_nothing_and_duplicates_nothing(tmp_path):

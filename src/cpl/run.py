@@ -10,9 +10,7 @@ trains several cells of a sweep as the members of one module (shared trunks, see
 from __future__ import annotations
 
 import os
-import signal
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -26,12 +24,15 @@ from omegaconf import DictConfig, OmegaConf
 from . import tracking
 from .batching import batch_key, batchable, plan_members
 from .config import family, flatten, validate
+from .config.hashing import config_hash, result_config
+from .core.checkpoint import SafeCheckpointIO
 from .core.experiment import Experiment
 from .core.lightning_compat import quiet_lightning
 from .core.members import MemberSchedule, member_metrics, member_prefix
 from .core.progress import StepProgressBar
 from .core.spectrum import effective_rank, numerical_rank
 from .figures import log_figure
+from .guard import RunGuard, precheck
 from .tracking.dense import log_dense, trunk_tags
 from .tracking.logger import CurveThinner
 
@@ -59,11 +60,11 @@ def build(cfgs: DictConfig | Sequence[DictConfig], schedule: Optional[MemberSche
 
 
 class _InterruptCheckpoint(OnExceptionCheckpoint):
-    """Saves ``interrupted.ckpt`` on an exception and remembers the exception (Lightning turns
+    """Saves ``last.ckpt`` on an exception and remembers the exception (Lightning turns
     Ctrl-C into ``SystemExit``; this tells the two apart). One callback fewer on the hot path."""
 
     def __init__(self, dirpath):
-        super().__init__(dirpath=dirpath, filename="interrupted")
+        super().__init__(dirpath=dirpath, filename="last")
         self.exception: Optional[BaseException] = None
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
@@ -82,11 +83,13 @@ def final_summary(module) -> dict[str, float]:
     return out
 
 
-def _open_run(client, cfg: DictConfig, tags: dict[str, Any], parent_run_id: Optional[str]) -> str:
+def _open_run(client, cfg: DictConfig, tags: dict[str, Any], parent_run_id: Optional[str], guard: RunGuard) -> str:
     """Create the MLflow run of one config: tags, flattened params and the resolved config as YAML."""
-    run_id = tracking.start_run(
-        client, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name or None, tags, parent_run_id
-    )
+    with guard.critical():  # a signal waits until the guard knows the run
+        run_id = tracking.start_run(
+            client, cfg.tracking.experiment, cfg.tracking.run_name or cfg.name or None, tags, parent_run_id
+        )
+        guard.add(client, run_id)
     # the run name is the run's name, not a parameter (it would differ between every pair of runs compared)
     tracking.log_params(client, run_id, {k: v for k, v in flatten(cfg).items() if k != "tracking.run_name"})
     client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
@@ -98,6 +101,7 @@ def _open_runs(
     tags: Optional[dict[str, Any]],
     member_tags: Optional[Sequence[dict[str, Any]]],
     parent_run_id: Optional[str],
+    guard: RunGuard,
 ):
     """``(client, uri, run ids)`` of one MLflow run per member (``(None, None, [])`` untracked)."""
     first, n = cfgs[0], len(cfgs)
@@ -113,7 +117,7 @@ def _open_runs(
         if cfg.trainer.ckpt_path:
             run_tags["cpl.resumed_from"] = cfg.trainer.ckpt_path
         run_tags.update({**(tags or {}), **(member_tags[e] if member_tags else {})})
-        run_ids.append(_open_run(client, cfg, run_tags, parent_run_id))
+        run_ids.append(_open_run(client, cfg, run_tags, parent_run_id, guard))
     if n > 1:
         for run_id in run_ids:
             tracking.set_tags(client, run_id, {"cpl.batch_run_ids": ",".join(run_ids)[:5000]})
@@ -129,29 +133,16 @@ def _checkpoint_dir(cfg: DictConfig, run_ids: Sequence[str], exp: Experiment) ->
     return Path(cfg.trainer.checkpoint_dir) / name
 
 
-def _close(client, run_ids: Sequence[str], loggers: Sequence, status: str, message: Optional[str] = None) -> None:
-    for lg in loggers:
-        try:
-            lg.flush()
-        except Exception as exc:  # noqa: BLE001 - keep the run's own error; still mark the run
-            warnings.warn(f"Could not write the last metrics of the run: {exc}", stacklevel=2)
-    if client is not None:
-        for run_id in run_ids:
-            if message:
-                tracking.set_tags(client, run_id, {"cpl.status_message": message[:5000]})
-            client.set_terminated(run_id, status)
-
-
 def _fit(
     cfg: DictConfig,
     exp: Experiment,
     loggers: list,
     callbacks: list[Callback],
     ckpt_dir: Path,
-    client,
-    run_ids: Sequence[str],
+    guard: RunGuard,
 ) -> L.Trainer:
-    """Fit ``exp`` with checkpoints; on an error or Ctrl-C mark ``run_ids`` FAILED or KILLED (metrics kept), raise."""
+    """Fit ``exp`` with one ``last.ckpt`` (atomic, finite weights only, with the config's hash); an error or
+    Ctrl-C propagates to the guard, which marks the runs FAILED or KILLED (metrics kept)."""
     every = cfg.trainer.checkpoint_every_n_steps or None
     if cfg.trainer.steps_per_call != 1:
         exp.module.set_steps_per_call(cfg.trainer.steps_per_call, [every or 0])
@@ -160,9 +151,7 @@ def _fit(
         *exp.callbacks,
         *callbacks,
         recorder,
-        ModelCheckpoint(
-            dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=every, save_last=True, save_top_k=1
-        ),
+        ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=every, enable_version_counter=False),
     ]
     if cfg.trainer.progress_bar:
         all_callbacks.append(StepProgressBar(refresh_steps=max(1, exp.max_steps // 400)))
@@ -178,26 +167,14 @@ def _fit(
         num_sanity_val_steps=0,
         limit_val_batches=0,
         default_root_dir=str(ckpt_dir),
+        plugins=[SafeCheckpointIO({"config_hash": config_hash(cfg), "config": result_config(cfg)})],
     )
-    previous_sigint = signal.getsignal(signal.SIGINT)
+    guard.trainer, guard.checkpoint = trainer, ckpt_dir / "last.ckpt"
     try:
         trainer.fit(exp.module, ckpt_path=cfg.trainer.ckpt_path)
-    except (KeyboardInterrupt, SystemExit) as exc:
-        signal.signal(signal.SIGINT, previous_sigint)
-        if isinstance(exc, KeyboardInterrupt) or isinstance(recorder.exception, KeyboardInterrupt):
-            _close(
-                client,
-                run_ids,
-                loggers,
-                "KILLED",
-                f"interrupted at step {trainer.global_step}; resume with "
-                f"trainer.ckpt_path={ckpt_dir / 'interrupted.ckpt'}",
-            )
-            raise KeyboardInterrupt from None
-        _close(client, run_ids, loggers, "FAILED", f"exited at step {trainer.global_step}")
-        raise
-    except BaseException as exc:
-        _close(client, run_ids, loggers, "FAILED", f"{type(exc).__name__} at step {trainer.global_step}: {exc}")
+    except SystemExit:
+        if isinstance(recorder.exception, KeyboardInterrupt):  # Lightning turned the interrupt into SystemExit
+            raise recorder.exception from None
         raise
     return trainer
 
@@ -268,47 +245,66 @@ def _train(
     member_tags: Optional[Sequence[dict[str, Any]]],
     exp: Experiment,
 ) -> list[TrainResult]:
-    """Fit ``exp`` (member e = ``cfgs[e]``) with one MLflow run per member, and record every member."""
+    """Fit ``exp`` (member e = ``cfgs[e]``) with one MLflow run per member, and record every member,
+    all under one :class:`~cpl.guard.RunGuard` (every way out is FINISHED, FAILED or KILLED)."""
     quiet_lightning()
     first, n = cfgs[0], len(cfgs)
-    client, uri, run_ids = _open_runs(cfgs, tags, member_tags, parent_run_id)
-    loggers = [_logger(first, exp, client, run_ids)] if client is not None else []
-    ckpt_dir = _checkpoint_dir(first, run_ids, exp)
-    trainer = _fit(first, exp, loggers, list(callbacks), ckpt_dir, client, run_ids)
-    ends = exp.schedule.ends if exp.schedule is not None else [trainer.global_step] * n
-    summary = final_summary(exp.module)
-    reports, tables = _family_summary(cfgs, exp, summary)
-    if client is not None:  # the final metrics not logged during training, each member at its own last step
-        final = {k: v for k, v in summary.items() if k not in exp.module.last_metrics}
-        for lg in loggers:
-            for e in range(n):
-                prefix = member_prefix(e, n)
-                lg.log_metrics({k: v for k, v in final.items() if k.startswith(prefix)}, step=ends[e])
-            lg.flush()
+    with RunGuard() as guard:
+        client, uri, run_ids = _open_runs(cfgs, tags, member_tags, parent_run_id, guard)
+        loggers = [_logger(first, exp, client, run_ids)] if client is not None else []
+        guard.loggers, guard.resumable = loggers, n == 1
+        ckpt_dir = _checkpoint_dir(first, run_ids, exp)
+        guard.spill_to(first.tracking.timeout_s, first.tracking.retries, ckpt_dir / "unsent_metrics.jsonl")
+        trainer = _fit(first, exp, loggers, list(callbacks), ckpt_dir, guard)
+        ends = exp.schedule.ends if exp.schedule is not None else [trainer.global_step] * n
+        summary = final_summary(exp.module)
+        reports, tables = _family_summary(cfgs, exp, summary)
+        if client is not None:  # the final metrics not logged during training, each member at its own last step
+            final = {k: v for k, v in summary.items() if k not in exp.module.last_metrics}
+            for lg in loggers:
+                for e in range(n):
+                    prefix = member_prefix(e, n)
+                    lg.log_metrics({k: v for k, v in final.items() if k.startswith(prefix)}, step=ends[e])
+                lg.flush()
+        out = []
+        for e, cfg in enumerate(cfgs):
+            prefix = member_prefix(e, n)
+            metrics = {k[len(prefix) :]: v for k, v in summary.items() if k.startswith(prefix)}
+            out.append(_record(guard, run_ids, cfg, exp, e, ends[e], metrics, tables[e], reports[e], uri, ckpt_dir))
     write_seconds = sum(lg.write_seconds for lg in loggers) / n
-    out = []
-    for e, cfg in enumerate(cfgs):
-        prefix = member_prefix(e, n)
-        metrics = {k[len(prefix) :]: v for k, v in summary.items() if k.startswith(prefix)}
-        figures: list[str] = []
-        if client is not None:
-            figures = _record_member(client, run_ids[e], cfg, exp, e, ends[e], metrics)
-            for name, text in tables[e].items():
-                client.log_text(run_ids[e], text, name)
-            client.set_terminated(run_ids[e], "FINISHED")
-        out.append(
-            TrainResult(
-                metrics=metrics,
-                status="FINISHED",
-                run_id=run_ids[e] if run_ids else None,
-                tracking_uri=uri,
-                checkpoint_dir=str(ckpt_dir),
-                figures=figures,
-                logging_seconds=write_seconds,
-                report=reports[e],
-            )
-        )
+    for r in out:
+        r.logging_seconds = write_seconds
+    _drop_checkpoint(ckpt_dir)
     return out
+
+
+def _record(guard: RunGuard, run_ids, cfg, exp, e: int, end: int, metrics, tables, report, uri, ckpt_dir):
+    """Member e's figures, traces and tables, then its run FINISHED; its :class:`TrainResult`."""
+    figures: list[str] = []
+    if run_ids:
+        client = guard.client
+        figures = _record_member(client, run_ids[e], cfg, exp, e, end, metrics)
+        for name, text in tables.items():
+            client.log_text(run_ids[e], text, name)
+        guard.finish(run_ids[e])
+    return TrainResult(
+        metrics=metrics,
+        status="FINISHED",
+        run_id=run_ids[e] if run_ids else None,
+        tracking_uri=uri,
+        checkpoint_dir=str(ckpt_dir),
+        figures=figures,
+        report=report,
+    )
+
+
+def _drop_checkpoint(ckpt_dir: Path) -> None:
+    """A finished run needs no checkpoint: remove ``last.ckpt`` and the run's folder if empty."""
+    (ckpt_dir / "last.ckpt").unlink(missing_ok=True)
+    try:
+        ckpt_dir.rmdir()
+    except OSError:
+        pass
 
 
 def train(
@@ -332,9 +328,14 @@ def train(
 
     Raises:
         cpl.core.module.DivergenceError: the loss became NaN/inf (run marked FAILED).
-        KeyboardInterrupt: Ctrl-C (run marked KILLED; a resumable checkpoint is saved).
+        cpl.config.ConfigError: a check before the run is created failed (accelerator, tracking URI,
+            checkpoint folder, memory, resume checkpoint); no run is created.
+        cpl.guard.RunInterrupted: Ctrl-C or SIGTERM (run marked KILLED; ``last.ckpt`` resumes it).
+        cpl.tracking.spill.StoreUnreachable: the store did not take metrics in time (run FAILED,
+            rows in a spill file for ``cpl replay``).
     """
     validate(cfg)
+    precheck([cfg])
     return _train([cfg], callbacks, tags, parent_run_id, None, experiment or build(cfg))[0]
 
 
@@ -377,6 +378,7 @@ def train_group(
         )
     order, schedule = plan_members(cfgs)
     ordered = [cfgs[i] for i in order]
+    precheck(ordered)
     results = _train(
         ordered,
         callbacks,

@@ -17,7 +17,7 @@ from .main import COMMANDS, main
 __all__ = ["main", "COMMANDS", "train_main", "sweep_main", "bench_main", "parse_args", "split_flags"]
 
 TRAIN_HELP = """\
-usage: cpl train conf=NAME [key=value ...] [--cfg | --plan]
+usage: cpl train conf=NAME [key=value ...] [--cfg | --plan | --force]
        (or: python scripts/train.py conf=NAME [key=value ...])
 
 Train one run of the conf NAME (conf/NAME.yaml), tracked in MLflow. The run is named after the
@@ -26,6 +26,7 @@ conf and its overrides (e.g. "matcomp_rank10to5 depth=4 lr=0.1"); each override 
   --cfg    print the resolved config and exit (nothing runs, nothing is recorded)
   --plan   print the run's schedule (switches, deficit windows, log points) and an estimate of
            its memory and time on this machine from a short calibration, then exit
+  --force  resume from trainer.ckpt_path even if the checkpoint was written with another config
 
 Every further key=value is an OmegaConf dotlist override of the conf, for example
   cpl train conf=matcomp_rank10to5 model.depth=4 task.n_obs=3000 switch.at_step=40000
@@ -82,6 +83,7 @@ def load_run_config(name: str, overrides: Sequence[str] = ()):
 
 
 def train_main(argv: Sequence[str]) -> int:
+    argv = [a for a in argv if a != "--force"] + (["trainer.force_resume=true"] if "--force" in argv else [])
     loaded, code = load_args(argv, TRAIN_HELP, load_run_config)
     if code is not None:
         return code
@@ -94,24 +96,29 @@ def train_main(argv: Sequence[str]) -> int:
     from ..config import ConfigError
     from ..config.naming import override_tags
     from ..core.module import DivergenceError
+    from ..guard import exit_code
     from ..run import train
+    from ..tracking.spill import StoreUnreachable
 
+    overrides = [o for o in overrides if o != "trainer.force_resume=true"]
     try:
         result = train(cfg, tags=override_tags(overrides))
-    except ConfigError as exc:  # raised while building the run (e.g. a callback's arguments), before any work
+    except ConfigError as exc:  # a check before the run is created, or building the run, before any work
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except DivergenceError as exc:
+    except (DivergenceError, StoreUnreachable) as exc:
         print(f"\nerror: {exc}\nThe run is marked FAILED in MLflow, with its metrics so far.", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        detail = getattr(exc, "message", "") or "interrupted"
         print(
-            f"\nInterrupted: the run is marked KILLED in MLflow, with its metrics so far. "
-            "Resume with trainer.ckpt_path=<checkpoint_dir>/<run id>/interrupted.ckpt (under "
-            f"{cfg.trainer.checkpoint_dir}/).",
+            f"\nInterrupted: the run is marked KILLED in MLflow, with its metrics so far ({detail}).",
             file=sys.stderr,
         )
-        return 130
+        return exit_code(exc)
+    except OSError as exc:  # e.g. a full disk while writing figures: the run is marked FAILED, metrics kept
+        print(f"\nerror: {exc}\nThe run is marked FAILED in MLflow, with its metrics so far.", file=sys.stderr)
+        return 1
     m = result.metrics
     print(f"\nFinished {cfg.tracking.run_name!r}.")
     for key, label in (

@@ -241,6 +241,14 @@ def _merge(kind: Any, parts: tuple[tuple[DictConfig, str], ...]) -> DictConfig:
         cfg.callbacks = family_callbacks(bindings)
     for part, src in parts:
         section = part.get("callbacks", None)
+        if isinstance(section, DictConfig):  # ~callbacks.NAME (NAME: null) removes a callback that must exist
+            known = set(cfg.callbacks.keys()) if cfg.get("callbacks") is not None else set()
+            for name, value in section.items_ex(resolve=False):
+                if value is None and name not in known and name != "_select_":
+                    raise ConfigError(
+                        f"Invalid value for 'callbacks.{name}' (from {src}): got null (remove); allowed: one of the "
+                        f"run's callbacks {sorted(known)}"
+                    )
         if isinstance(section, ListConfig) or (isinstance(section, DictConfig) and "_select_" in section):
             part = part.copy()  # callbacks=[a, b]: select first, then merge the part's other keys
             names = part.pop("callbacks") if isinstance(section, ListConfig) else part.callbacks.pop("_select_")

@@ -22,6 +22,8 @@ __all__ = [
     "validate_common",
     "NON_RESULT_KEYS",
     "RUN_SHARED_KEYS",
+    "validate_bounds",
+    "MAX_STEPS",
 ]
 
 #: keys that do not change what a run computes: left out of config hashes (sweep resume)
@@ -33,6 +35,7 @@ NON_RESULT_KEYS = (
     "trainer.checkpoint_every_n_steps",
     "trainer.ckpt_path",
     "trainer.steps_per_call",  # any value takes the same steps (tested)
+    "trainer.force_resume",
 )
 #: keys that every member of one batched run shares, whatever the family (one trainer, one store)
 RUN_SHARED_KEYS = (
@@ -87,6 +90,11 @@ class TrackingConfig:
     #: always with step 0, every switch/deficit boundary and the last step); null = every point.
     #: Full-resolution traces go to the artifact traces/dense.npz
     curve_points: Optional[int] = 1000
+    #: seconds a metric write may take, all retries included, before its rows go to a spill file
+    #: beside the checkpoint (cpl replay writes them back); also the time a server has to answer
+    #: the check before a run starts
+    timeout_s: float = 30.0
+    retries: int = 2  #: retries of a failed metric write within timeout_s
 
 
 @dataclass
@@ -101,10 +109,33 @@ class TrainerConfig:
     #: one step per call (tested); an integer caps it. Set 1 for your own per-step callbacks.
     steps_per_call: Any = "auto"
     ckpt_path: Optional[str] = None  #: resume from this checkpoint
+    force_resume: bool = False  #: resume even if the checkpoint was written with another config (--force)
+
+
+#: the most gradient steps of one run (more is a typo, not an experiment)
+MAX_STEPS = 10**9
+#: a rough rate of the small matrix products, to turn an absurd step count into a time
+_NOMINAL_STEPS_PER_S = 2000
+
+
+def validate_bounds(cfg: DictConfig, total_steps: int) -> None:
+    """Bounds every family shares: the seed, the step count (with a time estimate), the store's patience."""
+    seed = cfg.get("seed", 0)
+    require(0 <= seed < 2**32, "seed", seed, "an integer from 0 to 2^32-1")
+    days = total_steps / _NOMINAL_STEPS_PER_S / 86400
+    require(
+        total_steps <= MAX_STEPS,
+        "train.max_steps",
+        total_steps,
+        f"at most {MAX_STEPS:.0e} steps (this many would take ~{days:.3g} days at ~{_NOMINAL_STEPS_PER_S} steps/s)",
+    )
+    t = cfg.tracking
+    require(0 < t.timeout_s <= 3600, "tracking.timeout_s", t.timeout_s, "a number of seconds in (0, 3600]")
+    require(0 <= t.retries <= 100, "tracking.retries", t.retries, "an integer from 0 to 100")
 
 
 def validate_common(cfg: DictConfig) -> None:
-    require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "a number > 0")
+    require(cfg.optim.lr > 0 and cfg.optim.lr < float("inf"), "optim.lr", cfg.optim.lr, "a finite number > 0")
     require(
         cfg.trainer.accelerator in ("cpu", "gpu", "cuda", "mps", "auto"),
         "trainer.accelerator",

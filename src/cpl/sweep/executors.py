@@ -51,9 +51,27 @@ class LocalExecutor:
                     results = failed_results(task, exc)
                 yield task, results
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+            _stop_workers(pool)
             raise
         pool.shutdown(wait=True)
+
+
+def _stop_workers(pool: ProcessPoolExecutor, grace_s: float = 10.0) -> None:
+    """Ctrl-C reaches the workers too (each marks its run KILLED); the ones still alive after
+    ``grace_s`` are killed (the sweep then marks their runs KILLED)."""
+    import signal
+    import time
+
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # the pool's own handles
+    for p in procs:
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGINT)
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
 
 
 def _ray_call(fn: TaskFn, task: list[Cell]) -> list[CellResult]:

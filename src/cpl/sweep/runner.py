@@ -49,7 +49,9 @@ import torch
 from .. import tracking
 from ..batching import plan_groups
 from ..core.progress import MemberStepReporter
+from ..guard import held_signals, interrupt_signals, terminate_running
 from ..run import train, train_group
+from . import claims
 from .analysis import critical_period_table, log_summary, table_markdown
 from .executors import make_executor
 from .progress import StepsBar, task_steps
@@ -79,7 +81,9 @@ def run_cells(
     """Run one task: every cell as one tracked :func:`cpl.run.train` nested under ``parent_run_id``.
 
     A cell that raises (divergence, any error) gives a FAILED result (its MLflow run is marked
-    FAILED by ``train``) and the next cell runs; ``KeyboardInterrupt`` stops the task.
+    FAILED by ``train``) and the next cell runs; ``KeyboardInterrupt`` stops the task. Each cell is
+    claimed first (:mod:`cpl.sweep.claims`): one that another worker holds or finished comes back
+    ``CLAIMED``, untouched.
     ``progress``: a sink (``put((first cell index, member-steps))``) told of the steps while they run.
     """
     if progress is not None:
@@ -87,10 +91,15 @@ def run_cells(
     previous = torch.get_num_threads()
     if torch_threads:
         torch.set_num_threads(torch_threads)
+    client = tracking.get_client(cells[0].config.tracking.uri) if parent_run_id and cells else None
+    mine = [c for c in cells if client is None or claims.claim(client, parent_run_id, c.config_hash)]
+    taken = [CellResult(c.index, c.config_hash, "CLAIMED") for c in cells if c.index not in {m.index for m in mine}]
     try:
-        return _run_cells(cells, parent_run_id, tags, callbacks)
+        return (_run_cells(mine, parent_run_id, tags, callbacks) if mine else []) + taken
     finally:
         torch.set_num_threads(previous)
+        for c in mine if client is not None else ():
+            claims.release(client, parent_run_id, c.config_hash)
 
 
 def _run_group(
@@ -205,6 +214,7 @@ class SweepResult:
         return table_markdown(self.rows)
 
 
+@interrupt_signals()  # SIGTERM stops a sweep like Ctrl-C
 def run_sweep(sweep: Sweep, callbacks: Sequence[Any] = (), executor: Any = None, progress: bool = True) -> SweepResult:
     """Run (or resume) a sweep: create or find its parent run, run the missing cells, log the summary.
 
@@ -218,18 +228,48 @@ def run_sweep(sweep: Sweep, callbacks: Sequence[Any] = (), executor: Any = None,
         :class:`SweepResult`; failed cells are in ``failed`` and in the table, the sweep does not raise for them.
 
     Raises:
-        KeyboardInterrupt: the sweep was interrupted; finished cells are recorded, the parent is marked KILLED.
+        KeyboardInterrupt: Ctrl-C or SIGTERM (:class:`cpl.guard.RunInterrupted`); finished cells are
+            recorded, the parent and every child still running are marked KILLED.
     """
+    state: dict[str, Any] = {}
+    try:
+        return _run_sweep(sweep, callbacks, executor, progress, state)
+    except BaseException as exc:
+        if "parent" in state:
+            with held_signals():  # a second Ctrl-C must not stop the marking
+                _close_parent(state["client"], state["exp"], state["parent"], exc, state["results"], len(sweep.cells))
+        raise
+
+
+def _close_parent(client, exp_id: str, parent_id: str, exc: BaseException, results: dict, n_cells: int) -> None:
+    """An interrupted (KILLED) or failed (FAILED) sweep: its children still RUNNING, then the parent."""
+    killed = isinstance(exc, KeyboardInterrupt)
+    status = "KILLED" if killed else "FAILED"
+    terminate_running(client, exp_id, parent_id, status, f"the sweep stopped: {type(exc).__name__}")
+    finished = sum(r.status == "FINISHED" for r in results.values())
+    message = (
+        f"interrupted with {finished}/{n_cells} cells finished; run the same sweep again to resume"
+        if killed
+        else f"{type(exc).__name__}: {exc}"
+    )
+    tracking.set_tags(client, parent_id, {"cpl.status_message": message[:5000]})
+    client.set_terminated(parent_id, status)
+
+
+def _run_sweep(sweep: Sweep, callbacks: Sequence[Any], executor: Any, progress: bool, state: dict) -> SweepResult:
     uri = sweep.base.tracking.uri
     client = tracking.get_client(uri)
-    parent_id, exp_id, resumed_parent = find_or_create_parent(client, sweep)
+    results: dict[int, CellResult] = {}
+    # two sweeps starting together find (or create) one parent; a signal waits until the parent is known
+    with tracking.store_lock(uri), held_signals():
+        parent_id, exp_id, resumed_parent = find_or_create_parent(client, sweep)
+        state.update(client=client, exp=exp_id, parent=parent_id, results=results)
     tracking.set_tags(
         client,
         parent_id,
         {"cpl.sweep.executor": sweep.settings.executor, "cpl.sweep.threshold": sweep.settings.threshold},
     )
     done = finished_cells(client, exp_id, parent_id) if resumed_parent else {}
-    results: dict[int, CellResult] = {}
     for cell in sweep.cells:
         if cell.config_hash in done:
             r = done[cell.config_hash]
@@ -277,25 +317,9 @@ def run_sweep(sweep: Sweep, callbacks: Sequence[Any] = (), executor: Any = None,
                     )
             bar.finish(task_results[0].index if task_results else None)
             postfix()
-    except KeyboardInterrupt:
+    finally:
         bar.close()
-        finished = sum(r.status == "FINISHED" for r in results.values())
-        tracking.set_tags(
-            client,
-            parent_id,
-            {
-                "cpl.status_message": f"interrupted with {finished}/{len(sweep.cells)} cells finished; run the "
-                "same sweep again to resume"
-            },
-        )
-        client.set_terminated(parent_id, "KILLED")
-        raise
-    except BaseException as exc:
-        bar.close()
-        tracking.set_tags(client, parent_id, {"cpl.status_message": f"{type(exc).__name__}: {exc}"[:5000]})
-        client.set_terminated(parent_id, "FAILED")
-        raise
-    bar.close()
+    _await_claimed(client, exp_id, parent_id, results)
     rows = critical_period_table(sweep, results)
     summary = log_summary(client, parent_id, sweep, rows)
     failed = [r for r in rows if r["status"] == "FAILED"]
@@ -309,6 +333,25 @@ def run_sweep(sweep: Sweep, callbacks: Sequence[Any] = (), executor: Any = None,
     )
     client.set_terminated(parent_id, "FINISHED")
     return SweepResult(parent_id, uri, rows, summary, resumed_parent, failed)
+
+
+def _await_claimed(client, exp_id: str, parent_id: str, results: dict[int, CellResult], poll_s: float = 2.0) -> None:
+    """Wait for the cells another worker claimed (concurrent sweeps), then read their results back."""
+    pending = {i: r for i, r in results.items() if r.status == "CLAIMED"}
+    while pending:
+        tags = client.get_run(parent_id).data.tags
+        done = finished_cells(client, exp_id, parent_id)
+        for i, r in list(pending.items()):
+            if r.config_hash in done:
+                f = done[r.config_hash]
+                results[i] = CellResult(i, r.config_hash, "FINISHED", f.metrics, f.run_id, resumed=True)
+            elif not claims.holder_alive(tags.get(claims.claim_key(r.config_hash))):
+                results[i] = CellResult(i, r.config_hash, "FAILED", error="run by another worker, did not finish")
+            else:
+                continue
+            del pending[i]
+        if pending:
+            time.sleep(poll_s)
 
 
 def warn_remote_store(sweep: Sweep) -> None:

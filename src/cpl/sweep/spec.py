@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
+import re
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -14,9 +14,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from ..config import ConfigError, compose, family, parse_overrides, read_conf, require, translate
-from ..config.callbacks import is_default
+from ..config.hashing import config_hash
+from ..config.hashing import digest as _digest
 from ..config.naming import describe
-from ..config.sections import NON_RESULT_KEYS
 from ..tracking.uri import tracking_uri
 
 __all__ = [
@@ -108,32 +108,6 @@ class Sweep:
     @property
     def sweep_hash(self) -> str:
         return _digest(sorted(c.config_hash for c in self.cells))
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def config_hash(cfg: DictConfig) -> str:
-    """Hash of a resolved run config, without the keys that do not change the result
-    (:data:`~cpl.config.sections.NON_RESULT_KEYS`).
-
-    >>> from cpl.config import make_config
-    >>> config_hash(make_config(tracking={"uri": "sqlite:///a.db"})) == config_hash(make_config(tracking={"uri": "sqlite:///b.db"}))
-    True
-    """
-    data = OmegaConf.to_container(cfg, resolve=True)
-    if is_default(
-        cfg, family(cfg.kind).callbacks
-    ):  # the family's own callbacks: hashes as before they were in the config
-        data.pop("callbacks", None)
-    for key in NON_RESULT_KEYS:
-        parent, _, leaf = key.rpartition(".")
-        node = data
-        for part in [p for p in parent.split(".") if p]:
-            node = node.get(part, {})
-        node.pop(leaf, None)
-    return _digest(data)
 
 
 def _flat_grid(node: Any, prefix: str, source: str) -> dict[str, list]:
@@ -257,7 +231,33 @@ def _validate_settings(s: SweepConfig) -> None:
         )
 
 
+def _check_metric(s: SweepConfig, kind: str) -> None:
+    """``sweep.metric`` must be a metric the family logs (a typo would give a table of NaN)."""
+    patterns = getattr(family(kind).schema, "METRICS", None)
+    if patterns is not None:
+        plain = ", ".join(p for p in patterns if re.fullmatch(r"[\w/]+", p))
+        require(
+            any(re.fullmatch(p, s.metric) for p in patterns),
+            "sweep.metric",
+            s.metric,
+            f"a metric that kind={kind} logs, e.g. {plain} (patterns: {' | '.join(patterns)})",
+        )
+
+
+def _check_distinct(s: SweepConfig, cells: Sequence[Cell]) -> None:
+    """Grid values that the schema reads as the same value (``lr=[1, 1.0]``) would run cells twice."""
+    for key, raw in s.grid.items():
+        typed = {json.dumps(c.values[key], sort_keys=True, default=str) for c in cells}
+        require(
+            len(typed) == len(raw),
+            f"sweep.grid.{key}",
+            raw,
+            f"a list without repeated values (as this key's type reads them: {sorted(typed)})",
+        )
+
+
 def _expand(base: DictConfig, s: SweepConfig) -> list[Cell]:
+    _check_metric(s, base.kind)
     cells = []
     keys = list(s.grid)
     for index, combo in enumerate(product(*(s.grid[k] for k in keys))):
@@ -272,6 +272,7 @@ def _expand(base: DictConfig, s: SweepConfig) -> list[Cell]:
         cfg.tracking.run_name = describe(values)  # a child is named by its grid values: "depth=2 at_step=1000"
         values = {k: OmegaConf.select(cfg, k) for k in keys}  # typed by the schema
         cells.append(Cell(index=index, values=values, config=cfg, config_hash=config_hash(cfg)))
+    _check_distinct(s, cells)
     return cells
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "log_params",
     "set_tags",
     "git_commit",
+    "store_lock",
     "MemberRouterLogger",
     "experiment_url",
     "run_url",

@@ -6,9 +6,15 @@ The default store is ``sqlite:///mlruns/mlflow.db`` with artifacts under ``mlrun
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock
+    fcntl = None  # type: ignore[assignment]
 
 from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -24,6 +30,8 @@ __all__ = [
     "log_params",
     "set_tags",
     "git_commit",
+    "store_lock",
+    "write_rows",
 ]
 
 
@@ -33,12 +41,38 @@ def _sqlite_path(uri: str) -> Optional[Path]:
     return None
 
 
+@contextlib.contextmanager
+def store_lock(uri: Optional[str] = None) -> Iterator[None]:
+    """An exclusive lock on a SQLite store (a ``.lock`` file beside it; other stores: no lock).
+
+    Held while a store is created or migrated, a sweep's parent is found or created, and a cell is
+    claimed, so that processes starting together do not race.
+    """
+    db = _sqlite_path(tracking_uri(uri))
+    if db is None or fcntl is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+_READY: set[str] = set()
+
+
 def get_client(uri: Optional[str] = None) -> MlflowClient:
+    """A client of the store; a SQLite store is created (or migrated) once per process, under :func:`store_lock`."""
     uri = tracking_uri(uri)
-    db = _sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri)
+    if _sqlite_path(uri) is not None and uri not in _READY:
+        with store_lock(uri):
+            client.search_experiments(max_results=1)  # creates the tables / runs alembic's migration
+        _READY.add(uri)
+    return client
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
@@ -86,6 +120,20 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> 
     items = [Param(k, "None" if v is None else str(v)[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):
         client.log_batch(run_id, params=items[i : i + 100])
+
+
+#: MLflow's limit of metrics per log_batch call
+MAX_ROWS = 1000
+
+
+def write_rows(client: MlflowClient, batch) -> None:
+    """Write ``[(run_id, [(key, value, timestamp_ms, step), ...]), ...]`` once, at most
+    :data:`MAX_ROWS` rows a ``log_batch`` call (retries and spilling: :func:`cpl.tracking.writer.write_batch`)."""
+    from mlflow.entities import Metric
+
+    for run_id, rows in batch:
+        for i in range(0, len(rows), MAX_ROWS):
+            client.log_batch(run_id, metrics=[Metric(*row) for row in rows[i : i + MAX_ROWS]])
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None:

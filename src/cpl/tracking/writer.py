@@ -17,26 +17,105 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-__all__ = ["MetricWriter", "Batch"]
+from .spill import StoreUnreachable, spill_rows
+from .store import write_rows as _store_write
+
+__all__ = ["MetricWriter", "Batch", "write_batch", "WritePolicy", "POLICY", "configure"]
 
 Row = tuple  # (key, value, timestamp_ms, step)
 Batch = list  # [(run_id, [Row, ...]), ...]
 _MAX_ROWS = 1000  # MLflow's limit per log_batch call
 
 
-def write_batch(client, batch: Batch) -> None:
-    """Write one batch with ``client.log_batch`` (at most 1000 rows a call)."""
-    from mlflow.entities import Metric
+@dataclass
+class WritePolicy:
+    """How :func:`write_batch` treats a store that fails: the time budget of one write (all its
+    attempts), the retries within it, and where unsent rows go (set per run by :mod:`cpl.guard`)."""
 
-    for run_id, rows in batch:
-        for i in range(0, len(rows), _MAX_ROWS):
-            client.log_batch(run_id, metrics=[Metric(*row) for row in rows[i : i + _MAX_ROWS]])
+    timeout_s: float = 30.0
+    retries: int = 2
+    spill_path: Optional[Path] = None
+    unreachable: bool = False  #: the store already failed in this run: spill at once, wait no more
+    rows: int = 0  #: rows handed to write_batch in this process (written or spilled)
+
+
+POLICY = WritePolicy()
+
+
+def configure(timeout_s: float, retries: int, spill_path: Optional[Path]) -> WritePolicy:
+    """Set this process's :data:`POLICY` for the next run (a run starts with a reachable store)."""
+    POLICY.timeout_s, POLICY.retries = float(timeout_s), int(retries)
+    POLICY.spill_path, POLICY.unreachable = (Path(spill_path) if spill_path else None), False
+    return POLICY
+
+
+def _within(fn, seconds: float) -> None:
+    """Run ``fn()``; raise ``TimeoutError`` if it takes longer than ``seconds`` (it is left behind, a
+    daemon thread: SQL stores ignore a row written twice, so a late write does no harm)."""
+    box: list = []
+
+    def target() -> None:
+        try:
+            fn()
+            box.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box.append(exc)
+
+    t = threading.Thread(target=target, daemon=True, name="cpl-store-write")
+    t.start()
+    t.join(max(seconds, 0.0))
+    if t.is_alive():
+        raise TimeoutError(f"no answer within {seconds:.3g} s")
+    if box and box[0] is not None:
+        raise box[0]
+
+
+def write_batch(client, batch: Batch, policy: Optional[WritePolicy] = None) -> None:
+    """Write one batch, retrying within the policy's time budget; rows are let go only once written.
+
+    Raises:
+        StoreUnreachable: the store did not take every row in time; the unsent ones are in
+            ``policy.spill_path`` (see :mod:`cpl.tracking.spill`).
+    """
+    p = policy or POLICY
+    p.rows += sum(len(rows) for _, rows in batch)
+    chunks = [(run_id, rows[i : i + _MAX_ROWS]) for run_id, rows in batch for i in range(0, len(rows), _MAX_ROWS)]
+    deadline = time.monotonic() + p.timeout_s
+    for n, chunk in enumerate(chunks):
+        error = _write_chunk(client, chunk, p, deadline)
+        if error is not None:
+            p.unreachable = True
+            rest = chunks[n:]
+            if p.spill_path is not None:
+                spill_rows(p.spill_path, getattr(client, "tracking_uri", ""), rest)
+            raise StoreUnreachable(p.spill_path, sum(len(r) for _, r in rest), error)
+
+
+def _write_chunk(client, chunk, p: WritePolicy, deadline: float) -> Optional[str]:
+    """Write one chunk with retries until ``deadline``; None when written, else the last error."""
+    if p.unreachable:
+        return "the store failed earlier in this run"
+    error = None
+    for attempt in range(p.retries + 1):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return error or f"no time left of tracking.timeout_s={p.timeout_s:g}"
+        try:
+            _within(lambda: _store_write(client, [chunk]), left)
+            return None
+        except Exception as exc:  # noqa: BLE001 - retried, then spilled
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        time.sleep(min(0.2 * 2**attempt, max(0.0, deadline - time.monotonic())))
+    return error
 
 
 class MetricWriter:
@@ -45,8 +124,11 @@ class MetricWriter:
     ``send`` first collects the acknowledgement of the previous batch (waiting only if the child
     is still writing it), so memory and the delay of the records stay bounded by one batch.
 
+    A batch the child fails to write, or does not acknowledge within ``POLICY.timeout_s``, is
+    written here by :func:`write_batch` (retries, then the spill file), and later ones too.
+
     Raises:
-        RuntimeError: the child reported an error while writing (the message includes its traceback).
+        StoreUnreachable: from :func:`write_batch`, when the store does not take a batch in time.
     """
 
     def __init__(self, tracking_uri: str, client=None):
@@ -109,15 +191,16 @@ class MetricWriter:
             return
         t0 = time.perf_counter()
         try:
-            error = pickle.load(self._proc.stdout)
-        except (EOFError, OSError, pickle.UnpicklingError):
-            self._lost()
-            return
+            ready, _, _ = select.select([self._proc.stdout], [], [], POLICY.timeout_s)
+            error = pickle.load(self._proc.stdout) if ready else "no answer in time"
+        except (EOFError, OSError, pickle.UnpicklingError, ValueError):
+            error = "the writer process is gone"
         finally:
             self.wait_seconds += time.perf_counter() - t0
+        if error is not None:  # the child failed or hangs: retry here, then spill (write_batch)
+            self._lost()
+            return
         self._inflight = None
-        if error is not None:
-            raise RuntimeError(f"The MLflow writer process failed to write metrics to {self.uri}:\n{error}")
 
     def _lost(self) -> None:
         """The child is gone: write the unacknowledged batch here and write here from now on."""
@@ -151,7 +234,7 @@ def _serve(uri: str, inp, out) -> None:
         error = None
         if message[0] == "write":
             try:
-                write_batch(client, message[1])
+                _store_write(client, message[1])
             except Exception:  # noqa: BLE001 - reported to the parent, which raises it
                 error = traceback.format_exc()
         pickle.dump(error, out)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from ...config.callbacks import require_callback
 from ...config.errors import require
-from ...config.sections import LogConfig, OptimConfig, TrackingConfig, TrainerConfig, validate_common
+from ...config.sections import LogConfig, OptimConfig, TrackingConfig, TrainerConfig, validate_bounds, validate_common
 
 __all__ = [
     "MatCompConfig",
@@ -24,7 +24,19 @@ __all__ = [
     "CHAIN_FREE_KEYS",
     "ONSET_KEY",
     "CALLBACKS",
+    "memory_bytes",
+    "METRICS",
 ]
+
+#: the metrics a run logs (regular expressions; sweep.metric must match one)
+METRICS = (
+    r"train/loss",
+    r"test/(pretrain|final)_error(_unobserved)?",
+    r"sv(_ref)?/\d+",
+    r"sv/(effective|numerical)_rank",
+    r"(ode|sgd)/sv_\d+",
+    r"final/\w+",
+)
 
 #: keys that the members of one batched module must share (the rest may differ per member)
 MEMBER_SHARED_KEYS = (
@@ -151,7 +163,7 @@ def validate(cfg: DictConfig) -> None:
     """Semantic checks of a ``kind: matcomp`` config (raise :class:`cpl.config.ConfigError`)."""
     t, m = cfg.task, cfg.model
     n = t.size
-    require(n >= 1, "task.size", n, "an integer >= 1")
+    require(1 <= n <= 100_000, "task.size", n, "an integer from 1 to 100000")
     for key in ("pretrain_rank", "final_rank"):
         require(1 <= t[key] <= n, f"task.{key}", t[key], f"an integer from 1 to task.size={n}")
     require(1 <= t.n_obs <= n * n, "task.n_obs", t.n_obs, f"an integer from 1 to task.size^2={n * n}")
@@ -163,7 +175,7 @@ def validate(cfg: DictConfig) -> None:
             f"null or an integer from 1 to task.size^2={n * n}",
         )
     require(t.pretrain_task in ("independent", "same"), "task.pretrain_task", t.pretrain_task, "independent or same")
-    require(m.depth >= 1, "model.depth", m.depth, "an integer >= 1")
+    require(1 <= m.depth <= 1000, "model.depth", m.depth, "an integer from 1 to 1000")
     require(m.init in ("gaussian", "balanced", "aligned"), "model.init", m.init, "gaussian, balanced or aligned")
     require(m.init_scale > 0, "model.init_scale", m.init_scale, "a number > 0")
     require(cfg.switch.at_step >= 0, "switch.at_step", cfg.switch.at_step, "an integer >= 0")
@@ -181,7 +193,15 @@ def validate(cfg: DictConfig) -> None:
     require(1 <= cfg.log.sv_top_k <= n, "log.sv_top_k", cfg.log.sv_top_k, f"an integer from 1 to task.size={n}")
     require_callback(cfg, "ode_reference", "ode.enabled")
     validate_ode(cfg)
+    validate_bounds(cfg, total)
     validate_common(cfg)
+
+
+def memory_bytes(cfg: DictConfig) -> int:
+    """A run's tensors, roughly: the D factors, their gradients, the partial products of the fused
+    gradient (about 2D matrices) and the tasks (targets and masks), all N x N."""
+    itemsize = 8 if cfg.trainer.dtype == "float64" else 4
+    return itemsize * cfg.task.size**2 * (4 * cfg.model.depth + 4)
 
 
 def validate_ode(cfg: DictConfig) -> None:

@@ -44,6 +44,7 @@ def build_module(cfg: DictConfig) -> MultiPathwayModule:
         init_noise=m.init_noise,
         basis=(task.u, task.v),
         dtype=getattr(torch, cfg.trainer.dtype),
+        nonlinearity=m.nonlinearity,
     )
     return MultiPathwayModule(
         net,
@@ -108,7 +109,8 @@ def build(cfgs: Sequence[DictConfig], schedule: Any = None) -> Experiment:
             ode_vals,
             windows,
             cfg.train.max_steps,
-            title=f"{cfg.name or 'multipath'}: depth {cfg.model.depth}, lr {cfg.optim.lr}, init {cfg.model.init}",
+            title=f"{cfg.name or 'multipath'}: depth {cfg.model.depth}, lr {cfg.optim.lr}, init {cfg.model.init}"
+            + ("" if cfg.model.nonlinearity == "identity" else f", {cfg.model.nonlinearity}"),
             ode_label=label,
         )
         return {"figures/pathway_strengths.png": fig}

@@ -1,4 +1,8 @@
-"""Multi-pathway deep linear network (paper Sec. 3): ``y_hat = sum_P W_P x``, each ``W_P`` a product of D maps.
+"""Multi-pathway deep network (paper Sec. 3): ``y_hat = sum_P f_P(x)``, each pathway D maps ``W_D s(... s(W_1 x))``.
+
+With the default ``nonlinearity="identity"`` a pathway is the deep linear map ``W_P = W_D ... W_1``
+(the paper); ``"relu"`` or ``"tanh"`` puts that function between consecutive layers (the paper's
+public code's nonlinear variant), never after the last one.
 
 Every parameter has a leading member dimension E, like :class:`cpl.families.matcomp.model.DeepMatrixFactorization`.
 Inputs are columns: ``x`` has shape ``(E, in, B)`` and a pathway returns ``(E, out, B)``, so
@@ -16,7 +20,10 @@ from torch import nn
 from ...core.linalg import product
 from ...core.rng import random_orthogonal, stream_generator
 
-__all__ = ["LinearPathway", "MultiPathwayNet", "svd_init_gains"]
+__all__ = ["LinearPathway", "MultiPathwayNet", "svd_init_gains", "NONLINEARITIES"]
+
+#: name -> the function applied between consecutive layers of a pathway (None: none, a linear pathway)
+NONLINEARITIES = {"identity": None, "relu": torch.relu, "tanh": torch.tanh}
 
 
 def svd_init_gains(n_modes: int, depth: int, seed: int, eps: float = 0.01, noise: float = 0.1) -> torch.Tensor:
@@ -36,23 +43,40 @@ class LinearPathway(nn.Module):
 
     Args:
         factors: the initial layer matrices, first applied first, each ``(E, rows, cols)``.
+        nonlinearity: ``"identity"`` (a deep linear pathway), ``"relu"`` or ``"tanh"`` between layers.
+
+    Raises:
+        ValueError: an unknown ``nonlinearity``.
     """
 
-    def __init__(self, factors: Sequence[torch.Tensor]):
+    def __init__(self, factors: Sequence[torch.Tensor], nonlinearity: str = "identity"):
         super().__init__()
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"Expected `nonlinearity` in {tuple(NONLINEARITIES)}, got {nonlinearity!r}")
         self.factors = nn.ParameterList([nn.Parameter(f) for f in factors])
+        self.nonlinearity = nonlinearity
+        self._act = NONLINEARITIES[nonlinearity]
 
     @property
     def depth(self) -> int:
         return len(self.factors)
 
     def weight(self) -> torch.Tensor:
-        """The raw end-to-end map ``(E, out, in)`` from the parameters (bypasses forward hooks)."""
+        """The raw end-to-end map ``(E, out, in)`` from the parameters (bypasses forward hooks).
+
+        Raises:
+            ValueError: a nonlinear pathway (it has no single matrix; feed it inputs instead).
+        """
+        if self._act is not None:
+            raise ValueError(f"A pathway with nonlinearity={self.nonlinearity!r} has no end-to-end matrix")
         return product(list(self.factors))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for f in self.factors:
+        last = len(self.factors) - 1
+        for i, f in enumerate(self.factors):
             x = torch.matmul(f, x)
+            if self._act is not None and i < last:
+                x = self._act(x)
         return x
 
 
@@ -76,9 +100,12 @@ class MultiPathwayNet(nn.Module):
         init_noise: relative noise of the svd init's diagonal.
         basis: ``(U, V)`` float tensors ``(out, k)`` and ``(in, k)``; required for ``init="svd"``.
         dtype: parameter dtype.
+        nonlinearity: ``"identity"`` (default: deep linear pathways), ``"relu"`` or ``"tanh"``
+            between consecutive layers of every pathway (the same init).
 
     Raises:
-        ValueError: a bad size, an unknown init, duplicate pathway names, a missing or misshaped basis.
+        ValueError: a bad size, an unknown init or nonlinearity, duplicate pathway names, a missing or
+            misshaped basis.
 
     Example::
 
@@ -100,13 +127,16 @@ class MultiPathwayNet(nn.Module):
         init_noise: float = 0.1,
         basis: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
         dtype=torch.float32,
+        nonlinearity: str = "identity",
     ):
         super().__init__()
         for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("depth", depth), ("width", width)):
             if value < 1:
                 raise ValueError(f"Expected `{name}` >= 1, got {value}")
-        if init not in ("svd", "gaussian"):
-            raise ValueError(f"Expected `init` in ('svd', 'gaussian'), got {init!r}")
+        choices = (("init", init, ("svd", "gaussian")), ("nonlinearity", nonlinearity, NONLINEARITIES))
+        for name, value, allowed in choices:
+            if value not in allowed:
+                raise ValueError(f"Expected `{name}` in {tuple(allowed)}, got {value!r}")
         if init_scale <= 0:
             raise ValueError(f"Expected `init_scale` > 0, got {init_scale}")
         names = list(pathways)
@@ -125,7 +155,7 @@ class MultiPathwayNet(nn.Module):
                     f"got {tuple(u.shape)} and {tuple(v.shape)}"
                 )
         self.in_dim, self.out_dim, self.depth, self.width = in_dim, out_dim, depth, width
-        self.init, self.init_scale, self.init_noise = init, init_scale, init_noise
+        self.init, self.init_scale, self.init_noise, self.nonlinearity = init, init_scale, init_noise, nonlinearity
         shapes = [(width if i < depth - 1 else out_dim, in_dim if i == 0 else width) for i in range(depth)]
         per_path = {name: [torch.empty(len(seeds), *shp, dtype=torch.float64) for shp in shapes] for name in names}
         for e, seed in enumerate(seeds):
@@ -134,17 +164,16 @@ class MultiPathwayNet(nn.Module):
                 gen = stream_generator(seed, f"multipath_init_{name}")
                 if init == "svd":
                     r = random_orthogonal(width, gen)[:, : u.shape[1]]
-                    for i in range(depth):
-                        left = u if i == depth - 1 else r
-                        right = v if i == 0 else r
-                        per_path[name][i][e] = left @ torch.diag(d) @ right.T
+                    for i in range(depth):  # W_1 = R d V^T, W_i = R d R^T, W_D = U d R^T
+                        per_path[name][i][e] = (u if i == depth - 1 else r) @ torch.diag(d) @ (v if i == 0 else r).T
                 else:
                     gain = init_scale ** (1.0 / depth)
                     for i, shp in enumerate(shapes):
                         per_path[name][i][e] = torch.randn(*shp, generator=gen, dtype=torch.float64) * (
                             gain / shp[1] ** 0.5
                         )
-        self.pathways = nn.ModuleDict({name: LinearPathway([w.to(dtype) for w in per_path[name]]) for name in names})
+        paths = {name: LinearPathway([w.to(dtype) for w in per_path[name]], nonlinearity) for name in names}
+        self.pathways = nn.ModuleDict(paths)
 
     @property
     def n_members(self) -> int:

@@ -28,8 +28,8 @@ class MultiPathwayReference:
         rtol, atol: tolerances of ``solve_ivp``.
 
     Raises:
-        ValueError: an unknown ``kind``; in ``prepare``, an event naming an unknown pathway or a
-            per-member event (not supported).
+        ValueError: an unknown ``kind``; in ``prepare``, a nonlinear network, an event naming an
+            unknown pathway or a per-member event (not supported).
 
     Example::
 
@@ -80,6 +80,12 @@ class MultiPathwayReference:
         start_step: int,
         max_steps: int,
     ) -> None:
+        nonlinearity = getattr(pl_module.model, "nonlinearity", "identity")
+        if nonlinearity != "identity":
+            raise ValueError(
+                f"The two-pathway ODE reference holds for linear pathways only, got nonlinearity={nonlinearity!r}; "
+                "use nonlinearity='identity' or drop the ODE reference"
+            )
         self.names = list(pl_module.pathway_names)
         self.depth = int(pl_module.depth)
         self.start_step = start_step

@@ -12,9 +12,15 @@ from omegaconf import DictConfig
 
 from ...config.callbacks import require_callback
 from ...config.errors import require
-from ...config.sections import LogConfig, OptimConfig, TrackingConfig, TrainerConfig, validate_common
+from ...config.sections import LogConfig, OptimConfig, TrackingConfig, TrainerConfig, validate_bounds, validate_common
 
-__all__ = ["MultiPathConfig", "Config", "validate", "max_steps", "CALLBACKS"]
+__all__ = ["MultiPathConfig", "Config", "validate", "max_steps", "CALLBACKS", "memory_bytes", "METRICS"]
+
+#: the metrics a run logs (regular expressions; sweep.metric must match one)
+METRICS = (r"train/loss", r"train/mode_error_\d+", r"final/\w+", r"(sv|ode|sgd|mode|pathway)\w*/\w+")
+
+#: model.nonlinearity values (as cpl.families.multipath.model.NONLINEARITIES, without importing torch)
+NONLINEARITIES = ("identity", "relu", "tanh")
 
 #: the run's callbacks (files of the top-level callbacks/ folder) and their arguments bound to this
 #: schema's keys; the builder makes one singular-value logger per pathway
@@ -57,6 +63,8 @@ class MultiPathModelConfig:
     init: str = "svd"  #: "svd" (paper: balanced, aligned with the task; the ODE is exact) or "gaussian"
     init_scale: float = 0.01  #: eps of the svd init (mode strength at init), g of the Gaussian init
     init_noise: float = 0.1  #: relative noise on the svd init's diagonal
+    #: between consecutive layers of a pathway: identity (the paper's deep linear network), relu or tanh
+    nonlinearity: str = "identity"
 
 
 @dataclass
@@ -118,8 +126,13 @@ def validate(cfg: DictConfig) -> None:
     m = cfg.model
     require(0 <= cfg.task.levels <= 6, "task.levels", cfg.task.levels, "an integer from 0 to 6")
     n_modes = 2**cfg.task.levels
-    require(m.depth >= 1, "model.depth", m.depth, "an integer >= 1")
-    require(m.width >= n_modes, "model.width", m.width, f"an integer >= the number of task modes ({n_modes})")
+    require(1 <= m.depth <= 1000, "model.depth", m.depth, "an integer from 1 to 1000")
+    require(
+        n_modes <= m.width <= 100_000,
+        "model.width",
+        m.width,
+        f"an integer from the number of task modes ({n_modes}) to 100000",
+    )
     names = list(m.pathways)
     require(
         len(names) >= 2
@@ -132,6 +145,13 @@ def validate(cfg: DictConfig) -> None:
     require(m.init in ("svd", "gaussian"), "model.init", m.init, "svd or gaussian")
     require(m.init_scale > 0, "model.init_scale", m.init_scale, "a number > 0")
     require(0 <= m.init_noise < 1, "model.init_noise", m.init_noise, "a number in [0, 1)")
+    require(m.nonlinearity in NONLINEARITIES, "model.nonlinearity", m.nonlinearity, ", ".join(NONLINEARITIES))
+    require(
+        m.nonlinearity == "identity" or not cfg.ode.enabled,
+        "model.nonlinearity",
+        m.nonlinearity,
+        "identity while ode.enabled=true (the two-pathway ODE holds for linear pathways only; set ode.enabled=false)",
+    )
     total = cfg.train.max_steps
     require(total >= 1, "train.max_steps", total, "an integer >= 1")
     d = cfg.deficit
@@ -156,7 +176,15 @@ def validate(cfg: DictConfig) -> None:
     require(cfg.ode.kind in ("discrete", "flow"), "ode.kind", cfg.ode.kind, "discrete or flow")
     require(cfg.ode.every_n_steps >= 1, "ode.every_n_steps", cfg.ode.every_n_steps, "an integer >= 1")
     require(1 <= cfg.log.sv_top_k, "log.sv_top_k", cfg.log.sv_top_k, "an integer >= 1")
+    validate_bounds(cfg, total)
     validate_common(cfg)
+
+
+def memory_bytes(cfg: DictConfig) -> int:
+    """A run's tensors, roughly: every pathway's D layers of width^2 weights, three times over
+    (weights, gradients, activations and products)."""
+    itemsize = 8 if cfg.trainer.dtype == "float64" else 4
+    return itemsize * 3 * len(cfg.model.pathways) * cfg.model.depth * cfg.model.width**2
 
 
 def max_steps(cfg: DictConfig) -> int:

@@ -1,0 +1,1 @@
+"""The fault-injection suite: bad configs (in-process) and runtime faults (subprocesses); see harness.py."""
