@@ -25,24 +25,32 @@ class CurveThinner:
     """The steps of a run's curves that go to MLflow: about ``points`` per key and member.
 
     Member e logs over its own window ``spans[e] = (start, end)``; kept are its first and last
-    step, every step of ``keep[e]`` (switches, deficit boundaries) and the multiples of a stride,
-    a multiple of the logging interval ``every`` chosen so that at most ``points`` steps are kept.
+    step, every step of ``keep[e]`` (switches, deficit boundaries) and the multiples of a stride:
+    1 when the finest logging interval of ``every`` gives at most ``points`` steps (nothing to
+    thin), else a multiple of the least common multiple of the intervals (so every key keeps the
+    same steps).
 
-    >>> t = CurveThinner(10, every=100, spans=[(0, 50000)], keep=[{20000, 20001}])
-    >>> t.strides, sum(t.keeps(0, s) for s in range(0, 50001, 100)) <= 10
+    >>> t = CurveThinner(10, every=[100, 10], spans=[(0, 50000)], keep=[{20000, 20001}])
+    >>> t.strides, sum(t.keeps(0, s) for s in range(0, 50001, 10)) <= 10
     ([10000], True)
     >>> [t.keeps(0, s) for s in (0, 100, 20000, 20001, 30000, 49900, 50000)]
     [True, False, True, True, True, False, True]
+    >>> CurveThinner(20, every=[10, 5], spans=[(0, 60)], keep=[set()]).strides  # nothing to thin
+    [1]
     """
 
-    def __init__(self, points: int, every: int, spans: Sequence[tuple[int, int]], keep: Sequence[Iterable[int]]):
+    def __init__(self, points: int, every, spans: Sequence[tuple[int, int]], keep: Sequence[Iterable[int]]):
         if points < 4:
             raise ValueError(f"Expected `points` >= 4, got {points}")
+        every = sorted({int(i) for i in ([every] if isinstance(every, int) else every) if i}) or [1]
         self.spans, self.keep = [tuple(sp) for sp in spans], [set(k) for k in keep]
         self.strides = []
         for (start, end), always in zip(self.spans, self.keep):
             budget = max(1, points - len(always) - 3)  # first, last and one rounding step
-            self.strides.append(every * max(1, math.ceil(max(end - start, 1) / (every * budget))))
+            length = max(end - start, 1)
+            base = math.lcm(*every)
+            thin = length / every[0] > budget
+            self.strides.append(base * max(1, math.ceil(length / (base * budget))) if thin else 1)
 
     def keeps(self, member: int, step: int) -> bool:
         start, end = self.spans[member]
@@ -50,14 +58,18 @@ class CurveThinner:
 
     @classmethod
     def for_run(cls, points: Optional[int], every: int, callbacks: Sequence, spans: Sequence[tuple[int, int]]):
-        """The thinner of a run with these callbacks (their scheduled events are kept); None: keep all."""
+        """The thinner of a run logging every ``every`` steps with these callbacks (their logging
+        intervals count, their scheduled events are kept); None: keep all."""
         if not points:
             return None
         keep: list[set[int]] = [set() for _ in spans]
         for ev in collect_schedule(callbacks):
             for e in ev.members if ev.members is not None else range(len(spans)):
                 keep[e].update(s for s in (ev.start, ev.end) if s is not None)
-        return cls(points, every, spans, keep)
+        intervals = [every]
+        for cb in callbacks:  # a readout's logging interval (else its own interval)
+            intervals.append(getattr(cb, "log_every_n_steps", getattr(cb, "every_n_steps", None)))
+        return cls(points, [i for i in intervals if isinstance(i, int) and i > 0], spans, keep)
 
 
 class MemberRouterLogger(Logger):
