@@ -88,10 +88,11 @@ class StepsBar:
         import multiprocessing as mp
 
         self._manager = mp.get_context("spawn").Manager()
-        queue, self._stop = self._manager.Queue(), threading.Event()
+        queue, stop = self._manager.Queue(), threading.Event()
+        self._stop = stop
 
         def drain() -> None:
-            while not self._stop.is_set():
+            while not stop.is_set():
                 try:
                     self.put(queue.get(timeout=0.2))
                 except Exception:  # noqa: BLE001 - empty queue, or the manager went away at the end
