@@ -8,6 +8,7 @@ from conftest import small_matcomp
 from cpl.callbacks import SingularValueLogger, TaskSwitch
 from cpl.core.members import onset_chain, trunk_owner
 from cpl.families.matcomp.experiment import build_module
+from cpl.tracking.dense import TRUNK_RUN_TAG, TRUNK_UNTIL_TAG, full_metric, full_series, load_dense
 from test_matcomp_module import RecordW, fit
 
 
@@ -97,22 +98,28 @@ def test_train_group_records_each_cell_like_a_separate_run(tmp_path):
         run = client.get_run(res.run_id)
         assert run.info.status == "FINISHED" and run.data.params["switch.at_step"] == str(c.switch.at_step)
         for key in ("test/final_error", "sv/1", "train/loss", "task/switched"):
-            got = {m.step: m.value for m in client.get_metric_history(res.run_id, key)}
+            got = full_metric(client, res.run_id, key)  # its own steps, then its trunk's through the pointer
             want = {m.step: m.value for m in sep_client.get_metric_history(sep.run_id, key)}
             assert sorted(got) == sorted(want), key  # the same steps: trunk history included
             for step in want:
                 assert got[step] == pytest.approx(want[step], rel=1e-8, abs=1e-12), (key, step)
+        tags = run.data.tags
+        if c.switch.at_step == 20:  # starts at step 7 on the trunk (onsets 0, 7, 20): records only its own steps
+            start = int(tags[TRUNK_UNTIL_TAG])
+            assert start > 0 and tags[TRUNK_RUN_TAG] in {r.run_id for r in results}
+            first = min(m.step for m in client.get_metric_history(res.run_id, "train/loss"))
+            assert start <= first < start + c.log.every_n_steps  # its first log point after its start
+        else:
+            assert TRUNK_RUN_TAG not in tags
         assert {a.path for a in client.list_artifacts(res.run_id, "figures")} == {
             "figures/singular_values.png",
             "figures/singular_values.pdf",
         }
-        # the full-resolution readout CSV (the figure's data) holds the trunk's readouts too
-        csvs = []
-        for cl, rid, d in ((client, res.run_id, "g"), (sep_client, sep.run_id, "s")):
-            path = cl.download_artifacts(rid, "traces/singular_values.csv", str(tmp_path / f"{d}{res.run_id}"))
-            csvs.append(np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2))
-        assert csvs[0].shape == csvs[1].shape and csvs[0][0, 0] == 0, c.switch.at_step
-        np.testing.assert_allclose(csvs[0], csvs[1], rtol=1e-8, atol=1e-12)
+        # the full-resolution readouts (the figure's data): own part + the trunk's = a separate run's
+        got_steps, got = full_series(client, res.run_id, "singular_values")
+        want_steps, want = load_dense(sep_client, sep.run_id)["singular_values"]
+        assert got_steps.tolist() == want_steps.tolist() and got_steps[0] == 0, c.switch.at_step
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-12)
 
 
 def test_test_error_trace_of_trunk_members(tmp_path):
@@ -140,7 +147,7 @@ def test_test_error_trace_of_trunk_members(tmp_path):
         np.testing.assert_allclose(values, [((ref.ws[s][0] - fin) ** 2).mean() for s in steps], rtol=1e-10)
 
 
-@pytest.mark.parametrize("steps_per_call", [5, 10])
+@pytest.mark.parametrize("steps_per_call", [5, 10, "auto"])
 def test_several_steps_per_lightning_step_change_nothing(tmp_path, list_logger, steps_per_call):
     """Chunked gradient steps give the same weights and the same logged metrics at the same steps."""
     from conftest import ListLogger
@@ -157,7 +164,7 @@ def test_several_steps_per_lightning_step_change_nothing(tmp_path, list_logger, 
         ]
         module = build_module(cfgs)
         module.set_member_schedule(sched.starts, sched.ends, sched.sources)
-        if k > 1:
+        if k != 1:
             module.set_steps_per_call(k)
         rec = RecordW()
         trainer = fit(

@@ -33,3 +33,33 @@ def test_sweep_bench_agrees_with_the_plain_loop(one_thread):
 def test_sweep_bench_rejects_bad_arguments(arg, capsys):
     assert bench_main(["sweep", arg]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arg", ["scale=0", "scale=x", "conf=nope", "subset=depth", "speed=3"])
+def test_users_bench_rejects_bad_arguments(arg, capsys):
+    assert bench_main(["users", arg]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_users_bench_overrides_scale_the_onsets_and_keep_the_conf_unmodified_at_scale_1():
+    from cpl.bench import scaled_sweep_overrides
+    from cpl.sweep import load_sweep
+
+    assert scaled_sweep_overrides("matcomp_depth_sweep") == []
+    over = scaled_sweep_overrides("matcomp_depth_sweep", 0.1, ["model.depth=[3]"])
+    sweep = load_sweep("matcomp_depth_sweep", over)
+    assert [c.config.switch.at_step for c in sweep.cells] == [0, 100, 500, 1000, 2000, 4000, 6000, 8000, 10000]
+    assert {c.config.model.depth for c in sweep.cells} == {3} and {
+        c.config.train.steps_after_switch for c in sweep.cells
+    } == {3000}
+
+
+@pytest.mark.slow
+def test_users_bench_runs_the_sweep_script_and_matches_the_plain_loop(one_thread):
+    from cpl.bench import bench_users
+
+    out = bench_users("matcomp_depth_sweep_quick", subset=["model.depth=[2]"])  # 4 onsets, lr 10, 600 steps after
+    assert out["cells"] == out["finished_cells"] == 4
+    assert out["max_rel_final_diff"] < 1e-4  # the same cells, the same steps, float32 rounding
+    assert out["metric_rows"] > 100 and out["store_mb"] > 0 and out["users_seconds"] > 0
+    assert out["speedup"] == pytest.approx(out["plain_seconds"] / out["users_seconds"])

@@ -58,17 +58,12 @@ def test_mlflow_run_contents(tmp_path):
         a.path for a in client.list_artifacts(result.run_id, "figures")
     }
     assert "config.yaml" in arts and "figures/singular_values.png" in arts
-    sv_csv = mlflow.artifacts.download_artifacts(
-        run_id=result.run_id,
-        artifact_path="traces/singular_values.csv",
-        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-        dst_path=str(tmp_path / "dl"),
-    )
-    lines = open(sv_csv).read().splitlines()
-    assert lines[0].startswith("step,sv_1,") and [int(line.split(",")[0]) for line in lines[1:]] == list(
-        range(0, 61, 5)
-    )
-    assert float(lines[-1].split(",")[1]) == pytest.approx(run.data.metrics["sv/1"], rel=1e-6)
+    from cpl.tracking.dense import load_dense
+
+    dense = load_dense(client, result.run_id)  # the full-resolution readouts, one artifact
+    steps, values = dense["singular_values"]
+    assert steps.tolist() == list(range(0, 61, 5)) and values.shape == (13, 5)
+    assert float(values[-1, 0]) == pytest.approx(run.data.metrics["sv/1"], rel=1e-6)
     local = mlflow.artifacts.download_artifacts(
         run_id=result.run_id,
         artifact_path="config.yaml",
@@ -96,7 +91,7 @@ def test_diverging_run_is_failed_with_metrics_kept(tmp_path):
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 1
 
 
-@pytest.mark.parametrize("steps_per_call", [1, 5])
+@pytest.mark.parametrize("steps_per_call", [1, 5, "auto"])
 def test_interrupt_is_killed_and_resume_matches_uninterrupted(tmp_path, steps_per_call):
     handler = signal.getsignal(signal.SIGINT)
     cfg = small_matcomp(tmp_path, trainer={"dtype": "float64", "steps_per_call": steps_per_call})

@@ -7,10 +7,16 @@ singular-value readout every ``log.sv_every_n_steps``; it keeps results in Pytho
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
 
 import lightning as L
 import torch
@@ -20,7 +26,7 @@ from . import tracking
 from .config import load_config, max_steps
 from .run import build, train, train_group
 
-__all__ = ["plain_matcomp_loop", "bench_train"]
+__all__ = ["plain_matcomp_loop", "bench_train", "bench_sweep", "bench_users", "scaled_sweep_overrides"]
 
 
 def plain_matcomp_loop(cfg: DictConfig) -> tuple[float, torch.Tensor]:
@@ -253,4 +259,90 @@ def bench_sweep(scale: float = 0.1, repeats: int = 1, overrides: list[str] | Non
         "framework_final": ours_final,
         "max_final_diff": max(abs(a - b) for a, b in zip(plain_final, ours_final)),
         "mlflow_write_seconds": statistics.median(logging_times),
+    }
+
+
+def scaled_sweep_overrides(conf: str, scale: float = 1.0, subset: Sequence[str] = ()) -> list[str]:
+    """Command-line overrides that shorten a paper onset sweep by ``scale`` (onsets and the steps
+    after the switch; none at scale 1) and restrict it to ``subset`` (``KEY=[v,...]`` grid values)."""
+    from .sweep import load_sweep
+
+    out = [f"sweep.grid.{s}" for s in subset]
+    if scale != 1:
+        sweep = load_sweep(conf, out)
+        key = sweep.settings.onset_key
+        onsets = sorted({int(round(int(c.values[key]) * scale)) for c in sweep.cells})
+        after = int(round(sweep.base.train.steps_after_switch * scale))
+        out += [f"sweep.grid.{key}=[{','.join(map(str, onsets))}]", f"train.steps_after_switch={after}"]
+    return out
+
+
+def _tree_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20 if path.exists() else 0.0
+
+
+def _store_numbers(root: Path) -> dict[str, float]:
+    """Size and contents of a sweep's store under ``root`` (the default ``mlruns/`` and ``checkpoints/``)."""
+    db = root / "mlruns" / "mlflow.db"
+    with sqlite3.connect(db) as con:
+        rows = con.execute("select count(*) from metrics").fetchone()[0]
+        finals = con.execute(
+            "select r.run_uuid, t.value, m.value from runs r join tags t on t.run_uuid = r.run_uuid "
+            "and t.key = 'cpl.sweep.cell' join latest_metrics m on m.run_uuid = r.run_uuid "
+            "and m.key = 'test/final_error' where r.status = 'FINISHED'"
+        ).fetchall()
+    return {
+        "store_mb": db.stat().st_size / 2**20,
+        "metric_rows": rows,
+        "artifacts_mb": _tree_mb(root / "mlruns") - db.stat().st_size / 2**20,
+        "checkpoints_mb": _tree_mb(root / "checkpoints"),
+        "finals": {int(cell): value for _, cell, value in finals},
+    }
+
+
+def bench_users(conf: str = "matcomp_depth_sweep", scale: float = 1.0, subset: Sequence[str] = ()) -> dict:
+    """The paper sweep ``conf`` run exactly as users run it, ``python scripts/sweep.py conf=NAME``
+    (a fresh process in an empty folder, so MLflow writes to its default SQLite store
+    ``mlruns/mlflow.db`` there, checkpoints to ``checkpoints/``), against the paper-style plain loop
+    (:func:`plain_onset_sweep`: each cell from scratch, test error every step, top-10 singular values
+    every 10 steps) on the same grid, with the sweep's torch threads. ``scale`` < 1 or ``subset``
+    add the overrides of :func:`scaled_sweep_overrides` (a quick check; 1 and none = the conf unmodified).
+    """
+    from .sweep import load_sweep
+
+    overrides = scaled_sweep_overrides(conf, scale, subset)
+    sweep = load_sweep(conf, overrides)
+    script = Path(__file__).resolve().parents[2] / "scripts" / "sweep.py"
+    if not script.exists():  # an installed package: the same entry point as scripts/sweep.py
+        script = Path("-c")
+    entry = "import sys; from cpl.cli import sweep_main; sys.exit(sweep_main(sys.argv[1:]))"
+    command = [sys.executable, str(script), *([entry] if str(script) == "-c" else []), f"conf={conf}", *overrides]
+    with tempfile.TemporaryDirectory(prefix="cpl-bench-users-") as tmp:
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the default store
+        t0 = time.perf_counter()
+        proc = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True)
+        users_s = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"the sweep failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        numbers = _store_numbers(Path(tmp))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(sweep.settings.torch_threads or threads)
+    try:
+        plain_s, plain_final = plain_onset_sweep([c.config for c in sweep.cells])
+    finally:
+        torch.set_num_threads(threads)
+    finals = numbers.pop("finals")
+    rel = [abs(finals[c.index] - p) / max(abs(p), 1e-12) for c, p in zip(sweep.cells, plain_final) if c.index in finals]
+    return {
+        "conf": conf,
+        "overrides": overrides,
+        "cells": len(sweep.cells),
+        "member_steps": sum(max_steps(c.config) for c in sweep.cells),
+        "users_seconds": users_s,
+        "plain_seconds": plain_s,
+        "speedup": plain_s / users_s,
+        "torch_threads": sweep.settings.torch_threads,
+        "max_rel_final_diff": max(rel) if rel else float("nan"),
+        "finished_cells": len(finals),
+        **numbers,
     }

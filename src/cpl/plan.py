@@ -114,7 +114,7 @@ def _fit_seconds(cfg: DictConfig, steps: int, members: int = 1) -> tuple[float, 
 
     t0 = time.perf_counter()
     exp = build([cfg] * members) if members > 1 else build(cfg)
-    if cfg.trainer.steps_per_call > 1:
+    if cfg.trainer.steps_per_call != 1:
         exp.module.set_steps_per_call(cfg.trainer.steps_per_call, [cfg.trainer.checkpoint_every_n_steps or 0])
     built = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="cpl-plan-") as tmp:

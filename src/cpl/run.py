@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import lightning as L
+import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
@@ -28,9 +29,12 @@ from .core.checkpoint import SafeCheckpointIO
 from .core.experiment import Experiment
 from .core.lightning_compat import quiet_lightning
 from .core.members import MemberSchedule, member_metrics, member_prefix
+from .core.progress import StepProgressBar
 from .core.spectrum import effective_rank, numerical_rank
 from .figures import log_figure
 from .guard import RunGuard, precheck
+from .tracking.dense import log_dense, trunk_tags
+from .tracking.logger import CurveThinner
 
 __all__ = ["train", "train_group", "build", "TrainResult", "final_summary"]
 
@@ -53,13 +57,6 @@ def build(cfgs: DictConfig | Sequence[DictConfig], schedule: Optional[MemberSche
     """The :class:`Experiment` of a config (or of cells as members, with their ``schedule``), by its family."""
     cfgs = [cfgs] if isinstance(cfgs, DictConfig) else list(cfgs)
     return family(cfgs[0].kind).experiment.build(cfgs, schedule)
-
-
-class _Progress(TQDMProgressBar):
-    """Progress bar showing the module's latest metrics, refreshed a few hundred times a run."""
-
-    def get_metrics(self, trainer, pl_module):
-        return dict(getattr(pl_module, "progress", {}))
 
 
 class _InterruptCheckpoint(OnExceptionCheckpoint):
@@ -147,7 +144,7 @@ def _fit(
     """Fit ``exp`` with one ``last.ckpt`` (atomic, finite weights only, with the config's hash); an error or
     Ctrl-C propagates to the guard, which marks the runs FAILED or KILLED (metrics kept)."""
     every = cfg.trainer.checkpoint_every_n_steps or None
-    if cfg.trainer.steps_per_call > 1:
+    if cfg.trainer.steps_per_call != 1:
         exp.module.set_steps_per_call(cfg.trainer.steps_per_call, [every or 0])
     recorder = _InterruptCheckpoint(ckpt_dir)
     all_callbacks: list[Callback] = [
@@ -157,7 +154,7 @@ def _fit(
         ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=every, enable_version_counter=False),
     ]
     if cfg.trainer.progress_bar:
-        all_callbacks.append(_Progress(refresh_rate=max(1, exp.max_steps // 400)))
+        all_callbacks.append(StepProgressBar(refresh_steps=max(1, exp.max_steps // 400)))
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=1,
@@ -182,20 +179,14 @@ def _fit(
     return trainer
 
 
-def _log_trace(
-    client, run_id: str, module, member: int, schedule=None, final: Optional[tuple[int, float]] = None
-) -> None:
-    """Save a member's dense test-error trace (if recorded) as ``traces/test_final_error.csv``."""
+def _dense_series(module, member: int, schedule=None, final: Optional[tuple[int, float]] = None) -> dict:
+    """A member's dense test-error trace (if recorded), the final value appended."""
     if not getattr(module, "trace_every_n_steps", None):
-        return
+        return {}
     steps, values = module.test_error_trace(member, schedule)
     if final is not None and (not steps or steps[-1] < final[0]):
         steps, values = steps + [final[0]], values + [final[1]]
-    client.log_text(
-        run_id,
-        "step,test_final_error\n" + "".join(f"{s},{v!r}\n" for s, v in zip(steps, values)),
-        "traces/test_final_error.csv",
-    )
+    return {"test_final_error": (np.asarray(steps), np.asarray(values))}
 
 
 def _record_member(
@@ -206,8 +197,11 @@ def _record_member(
     if cfg.log.figures:
         for name, fig in exp.member_figures(e).items():
             figures += log_figure(client, run_id, fig, name)  # PNG and PDF
+    series = dict(exp.member_traces(e))
     if "test/final_error" in metrics:
-        _log_trace(client, run_id, exp.module, e, exp.schedule, final=(end, metrics["test/final_error"]))
+        series.update(_dense_series(exp.module, e, exp.schedule, final=(end, metrics["test/final_error"])))
+    has_trunk = exp.schedule is not None and exp.schedule.sources[e] is not None
+    log_dense(client, run_id, series, since=exp.schedule.starts[e] if has_trunk else 0)  # own steps only
     for name, text in exp.member_texts(e).items():
         client.log_text(run_id, text, name)
     return figures
@@ -229,6 +223,20 @@ def _family_summary(cfgs: Sequence[DictConfig], exp: Experiment, summary: dict[s
     return reports, tables
 
 
+def _logger(cfg: DictConfig, exp: Experiment, client, run_ids: Sequence[str]):
+    """The run's metric logger, its curves thinned to ``tracking.curve_points``; a member on a shared
+    trunk records its own steps and points to the trunk's run."""
+    sched = exp.schedule
+    spans = list(zip(sched.starts, sched.ends)) if sched is not None else [(0, exp.max_steps)] * len(run_ids)
+    for run_id, pointer in zip(run_ids, trunk_tags(run_ids, sched)):
+        if pointer:
+            tracking.set_tags(client, run_id, pointer)
+    thinner = CurveThinner.for_run(cfg.tracking.get("curve_points"), cfg.log.every_n_steps, exp.callbacks, spans)
+    return tracking.MemberRouterLogger(
+        client, run_ids, sched, background=cfg.tracking.background_writes, thinner=thinner
+    )
+
+
 def _train(
     cfgs: Sequence[DictConfig],
     callbacks: Sequence[Callback],
@@ -243,11 +251,7 @@ def _train(
     first, n = cfgs[0], len(cfgs)
     with RunGuard() as guard:
         client, uri, run_ids = _open_runs(cfgs, tags, member_tags, parent_run_id, guard)
-        loggers = (
-            [tracking.MemberRouterLogger(client, run_ids, exp.schedule, background=first.tracking.background_writes)]
-            if client is not None
-            else []
-        )
+        loggers = [_logger(first, exp, client, run_ids)] if client is not None else []
         guard.loggers, guard.resumable = loggers, n == 1
         ckpt_dir = _checkpoint_dir(first, run_ids, exp)
         guard.spill_to(first.tracking.timeout_s, first.tracking.retries, ckpt_dir / "unsent_metrics.jsonl")

@@ -8,9 +8,18 @@ from typing import Sequence
 __all__ = ["bench_main", "BENCH_HELP"]
 
 BENCH_HELP = """\
-usage: cpl bench [conf=NAME] [repeats=3] [key=value ...]
+usage: cpl bench users [conf=matcomp_depth_sweep] [scale=1] [subset=KEY=[v,...] ...]
+       cpl bench [conf=NAME] [repeats=3] [key=value ...]
        cpl bench sweep [scale=0.1] [repeats=1]
        (or: python scripts/bench.py ...)
+
+users (the headline): the paper sweep conf run exactly as users run it, `python scripts/sweep.py
+conf=NAME` in a fresh process and an empty folder (MLflow to its default SQLite store there),
+against the paper-style plain loop on the same grid (each cell from scratch, test error every
+step, top-10 singular values every 10 steps), in one run. Prints the ratio, both wall times, the
+store's size in MB, its metric rows, artifacts and checkpoints in MB, and the largest relative
+difference of a cell's final test error. scale=0.1 shortens onsets and steps (a quick check);
+subset=model.depth=[3] keeps part of the grid.
 
 sweep: the paper's onset sweep at depth 3 (9 onsets 0..100000, then 30000 steps; every length
 times `scale`) as one batched run sharing the pre-training trunk, with MLflow logging, against a
@@ -39,6 +48,8 @@ def bench_main(argv: Sequence[str]) -> int:
         return 0
     if argv and argv[0] == "sweep":
         return _bench_sweep_main(argv[1:])
+    if argv and argv[0] == "users":
+        return _bench_users_main(argv[1:])
     repeats = 3
     rest = []
     for a in argv:
@@ -124,4 +135,48 @@ def _bench_sweep_main(argv: Sequence[str]) -> int:
     for t, a, b in zip(out["onsets"], out["plain_final"], out["framework_final"]):
         print(f"  onset {t:6d}: {a:.6f} / {b:.6f}")
     print(f"largest per-cell difference in final test error: {out['max_final_diff']:.3e}")
+    return 0
+
+
+def _bench_users_main(argv: Sequence[str]) -> int:
+    from ..config import ConfigError, available_confs
+
+    conf, scale, subset = "matcomp_depth_sweep", 1.0, []
+    for a in argv:
+        key, _, value = a.partition("=")
+        if key == "conf" and value:
+            conf = value
+        elif key == "scale" and value:
+            try:
+                scale = float(value)
+            except ValueError:
+                scale = -1.0
+            if not 0 < scale <= 1:
+                print(f"error: Invalid value for 'scale': got {value!r}; allowed: a number in (0, 1]", file=sys.stderr)
+                return 2
+        elif key == "subset" and "=" in value:
+            subset.append(value)
+        else:
+            print(f"error: unknown argument {a!r}; allowed: conf=NAME scale=FLOAT subset=KEY=[v,...]", file=sys.stderr)
+            return 2
+    if conf not in available_confs():
+        print(f"error: Invalid value for 'conf': got {conf!r}; allowed: one of {available_confs()}", file=sys.stderr)
+        return 2
+    from ..bench import bench_users
+
+    try:
+        out = bench_users(conf, scale, subset)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"users benchmark: {conf} as `python scripts/sweep.py conf={conf} {' '.join(out['overrides'])}`".rstrip())
+    print(f"cells: {out['cells']} ({out['finished_cells']} finished), torch threads per task {out['torch_threads']}")
+    print(f"cpl sweep (as users run it, MLflow included): {out['users_seconds']:9.1f} s")
+    print(f"paper-style plain loop, same grid:            {out['plain_seconds']:9.1f} s")
+    print(f"speedup: {out['speedup']:.2f}x  (target >= 5x)")
+    print(
+        f"store: {out['store_mb']:.1f} MB, {out['metric_rows']} metric rows; artifacts {out['artifacts_mb']:.1f} MB; "
+        f"checkpoints {out['checkpoints_mb']:.1f} MB"
+    )
+    print(f"largest relative difference of a cell's final test error (cpl vs plain): {out['max_rel_final_diff']:.2e}")
     return 0

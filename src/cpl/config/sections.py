@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from omegaconf import DictConfig
 
@@ -34,6 +34,7 @@ NON_RESULT_KEYS = (
     "trainer.checkpoint_dir",
     "trainer.checkpoint_every_n_steps",
     "trainer.ckpt_path",
+    "trainer.steps_per_call",  # any value takes the same steps (tested)
     "trainer.force_resume",
 )
 #: keys that every member of one batched run shares, whatever the family (one trainer, one store)
@@ -47,6 +48,7 @@ RUN_SHARED_KEYS = (
     "tracking.experiment",
     "tracking.enabled",
     "tracking.background_writes",
+    "tracking.curve_points",
 )
 
 
@@ -67,7 +69,7 @@ class LogConfig:
     #: interval at which singular values go to MLflow (a multiple of sv_every_n_steps); null = every readout
     sv_log_every_n_steps: Optional[int] = None
     sv_reference: bool = True  #: also log diag(U^T W V) in the final task's basis (sv_ref/k)
-    #: record the test error every n steps (null = off) and save it as the artifact traces/test_final_error.csv
+    #: record the test error every n steps (null = off); saved in the artifact traces/dense.npz
     trace_every_n_steps: Optional[int] = None
     figures: bool = True  #: PNG figures logged as MLflow artifacts at the end
 
@@ -84,6 +86,10 @@ class TrackingConfig:
     #: cores: -40% of the write time); with every core busy it only moves the work (measured neutral
     #: on long runs, ~1-2 s slower on 10 s runs for the helper's start), hence off by default
     background_writes: bool = False
+    #: at most about this many points per metric curve and run in MLflow (uniformly thinned,
+    #: always with step 0, every switch/deficit boundary and the last step); null = every point.
+    #: Full-resolution traces go to the artifact traces/dense.npz
+    curve_points: Optional[int] = 1000
     #: seconds a metric write may take, all retries included, before its rows go to a spill file
     #: beside the checkpoint (cpl replay writes them back); also the time a server has to answer
     #: the check before a run starts
@@ -98,10 +104,10 @@ class TrainerConfig:
     progress_bar: bool = True
     checkpoint_dir: str = "checkpoints"  #: checkpoints go to <checkpoint_dir>/<run id>/
     checkpoint_every_n_steps: int = 10000  #: 0 = only on interrupt and at the end
-    #: gradient steps per Lightning step (1 = one each). More cuts Lightning's per-step overhead;
-    #: a Lightning step still stops at every logging/readout/checkpoint step and every scheduled
-    #: event, so cpl's callbacks see the same steps. Keep 1 for your own per-step callbacks.
-    steps_per_call: int = 1
+    #: gradient steps per Lightning step. "auto": from one logging/readout/checkpoint step or
+    #: scheduled event to the next, so every callback sees the steps it acts on and results equal
+    #: one step per call (tested); an integer caps it. Set 1 for your own per-step callbacks.
+    steps_per_call: Any = "auto"
     ckpt_path: Optional[str] = None  #: resume from this checkpoint
     force_resume: bool = False  #: resume even if the checkpoint was written with another config (--force)
 
@@ -137,11 +143,12 @@ def validate_common(cfg: DictConfig) -> None:
         "cpu, gpu, cuda, mps or auto",
     )
     require(cfg.trainer.dtype in ("float32", "float64"), "trainer.dtype", cfg.trainer.dtype, "float32 or float64")
+    spc = cfg.trainer.get("steps_per_call", "auto")
     require(
-        cfg.trainer.get("steps_per_call", 1) >= 1,
+        spc == "auto" or (isinstance(spc, int) and not isinstance(spc, bool) and spc >= 1),
         "trainer.steps_per_call",
-        cfg.trainer.get("steps_per_call"),
-        "an integer >= 1",
+        spc,
+        "auto or an integer >= 1",
     )
     require(
         cfg.trainer.checkpoint_every_n_steps >= 0,
@@ -156,6 +163,8 @@ def validate_common(cfg: DictConfig) -> None:
             cfg.trainer.ckpt_path,
             "the path of an existing checkpoint file",
         )
+    points = cfg.tracking.get("curve_points")
+    require(points is None or points >= 10, "tracking.curve_points", points, "null or an integer >= 10")
     for key in ("every_n_steps", "sv_every_n_steps"):
         require(cfg.log[key] >= 1, f"log.{key}", cfg.log[key], "an integer >= 1")
     trace = cfg.log.get("trace_every_n_steps")

@@ -13,11 +13,13 @@ end, so every callback sees exactly the steps it acts on.
 from __future__ import annotations
 
 import bisect
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
-__all__ = ["ScheduleEvent", "collect_schedule", "ChunkPlan"]
+__all__ = ["ScheduleEvent", "collect_schedule", "ChunkPlan", "UNBOUNDED"]
+
+#: the chunk length of a plan with neither a cap, nor intervals, nor events ahead
+UNBOUNDED = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -52,40 +54,52 @@ def collect_schedule(source: Any) -> list[ScheduleEvent]:
 
 @dataclass
 class ChunkPlan:
-    """Chunks of at most ``max_chunk`` steps that stop at every multiple of ``intervals`` and at ``events``.
+    """Chunks of at most ``cap`` steps (None: no cap) that stop at every multiple of ``intervals`` and at ``events``.
 
     >>> plan = ChunkPlan.build(10, intervals=[100, 25], events=[33, 40])
     >>> [plan.length(s) for s in (0, 20, 30, 33, 98)]
-    [5, 5, 3, 2, 2]
+    [10, 5, 3, 7, 2]
     >>> plan.count(0, 50)
-    11
+    6
+    >>> ChunkPlan.build(None, intervals=[100, 25], events=[33]).boundaries(0, 60)
+    [25, 33, 50, 60]
     """
 
-    period: int
+    cap: Optional[int] = None
+    intervals: list[int] = field(default_factory=list)
     events: list[int] = field(default_factory=list)
 
     @classmethod
-    def build(cls, max_chunk: int, intervals: Sequence[int] = (), events: Iterable[Optional[int]] = ()) -> "ChunkPlan":
-        if max_chunk < 1:
-            raise ValueError(f"Expected `max_chunk` >= 1, got {max_chunk}")
-        period = int(max_chunk)
-        for i in intervals:
-            if i:
-                period = math.gcd(period, int(i))
-        return cls(period=max(period, 1), events=sorted({int(e) for e in events if e is not None}))
+    def build(
+        cls, max_chunk: Optional[int], intervals: Sequence[int] = (), events: Iterable[Optional[int]] = ()
+    ) -> "ChunkPlan":
+        """``max_chunk`` None: no cap, a chunk runs from one interval multiple or event to the next."""
+        if max_chunk is not None and max_chunk < 1:
+            raise ValueError(f"Expected `max_chunk` >= 1 or None, got {max_chunk}")
+        return cls(
+            cap=None if max_chunk is None else int(max_chunk),
+            intervals=sorted({int(i) for i in intervals if i}),
+            events=sorted({int(e) for e in events if e is not None}),
+        )
 
     def length(self, step: int) -> int:
         """Steps from ``step`` to the next boundary (at least 1)."""
-        nxt = (step // self.period + 1) * self.period
+        nxt = step + (self.cap or UNBOUNDED)
+        for every in self.intervals:
+            nxt = min(nxt, (step // every + 1) * every)
         i = bisect.bisect_right(self.events, step)
         if i < len(self.events):
             nxt = min(nxt, self.events[i])
         return max(1, nxt - step)
 
+    def boundaries(self, start: int, end: int) -> list[int]:
+        """The steps after ``start`` up to ``end`` (included) where a chunk ends."""
+        out, step = [], start
+        while step < end:
+            step = min(step + self.length(step), end)
+            out.append(step)
+        return out
+
     def count(self, start: int, end: int) -> int:
         """Number of chunks from ``start`` to ``end``."""
-        n, step = 0, start
-        while step < end:
-            step += self.length(step)
-            n += 1
-        return n
+        return len(self.boundaries(start, end))

@@ -21,8 +21,11 @@ class Experiment:
     max_steps: int
     #: figures of member e: {artifact path: matplotlib figure}
     member_figures: Callable[[int], dict[str, Any]] = field(default=lambda e: {})
-    #: text artifacts (e.g. CSV histories) of member e: {artifact path: text}
+    #: text artifacts of member e: {artifact path: text}
     member_texts: Callable[[int], dict[str, str]] = field(default=lambda e: {})
+    #: dense traces of member e, trunk included: {name: (steps (T,), values (T, ...))}, saved
+    #: (from the member's own start) in ONE compressed artifact, ``traces/dense.npz``
+    member_traces: Callable[[int], dict[str, Any]] = field(default=lambda e: {})
     #: the members' schedule (windows of steps, shared trunks), or None for independent members
     schedule: Optional[Any] = None
 

@@ -62,7 +62,7 @@ class FullBatchModule(FastHookNameMixin, MemberWindows, L.LightningModule):
         self.log_every_n_steps = log_every_n_steps
         self.max_steps = max_steps
         self._last_step: float = float("inf")  # trainer.max_steps, read once per fit
-        self.steps_per_call = 1  # see set_steps_per_call
+        self.steps_per_call: int | str = 1  # see set_steps_per_call
         self.fused = True  # see supports_fused_sgd
         self._chunk_intervals: list[int] = []
         self._chunks: Optional[ChunkPlan] = None  # see _prepare_chunks
@@ -82,7 +82,7 @@ class FullBatchModule(FastHookNameMixin, MemberWindows, L.LightningModule):
 
     # ---- Lightning hooks
     def train_dataloader(self):
-        if self.steps_per_call > 1 and self._chunks is not None and attached_trainer(self) is not None:
+        if self._chunks is not None and attached_trainer(self) is not None:
             # one batch per chunk, so that a progress bar's total is right
             return _Steps(max(self._chunks.count(self.global_step, int(self.trainer.max_steps)), 1))
         return _Steps(self.max_steps)
@@ -137,24 +137,27 @@ class FullBatchModule(FastHookNameMixin, MemberWindows, L.LightningModule):
                 opt.step() if last else sgd.step()
             if not last:
                 advance(1)
-            self._check_finite(value)
+        # once a call: a non-finite loss makes the weights, hence every later loss, non-finite
+        self._check_finite(value, n)
         if scheduled:  # before any callback sees the new step (loggers, checkpoints)
             self._copy_sources(self.global_step)
         return value.detach()
 
-    def _check_finite(self, loss: torch.Tensor) -> None:
+    def _check_finite(self, loss: torch.Tensor, steps: int = 1) -> None:
         value = loss.detach()
         if value.device.type == "cpu" or self.global_step % self.log_every_n_steps == 0:
             v = value.item()
             if not math.isfinite(v):
+                step = self.global_step
+                where = f"step {step}" if steps == 1 else f"steps {step - steps + 1}-{step}"
                 raise DivergenceError(
-                    f"The training loss became {v} at step {self.global_step}: the run diverged. "
+                    f"The training loss became {v} at {where}: the run diverged. "
                     f"Try a lower learning rate (optim.lr={self.lr})."
                 )
 
     # ---- several gradient steps per Lightning step
-    def set_steps_per_call(self, steps: int, intervals: Sequence[int] = ()) -> None:
-        """Take up to ``steps`` gradient steps per Lightning training step.
+    def set_steps_per_call(self, steps: int | str, intervals: Sequence[int] = ()) -> None:
+        """Take up to ``steps`` gradient steps per Lightning training step (``"auto"``: no cap).
 
         Lightning's per-step machinery (hooks of every callback, the optimizer wrapper, the data
         fetcher) costs a few hundred microseconds, as much as a gradient step of these small
@@ -163,11 +166,13 @@ class FullBatchModule(FastHookNameMixin, MemberWindows, L.LightningModule):
         (``every_n_steps``) of the callbacks on the trainer, an event of their schedules
         (``schedule_events()``: switches, deficit windows), a member's start or end, the last step.
         ``global_step`` still counts gradient steps, so callbacks see every step they act on.
-        Callbacks that must run at every step need ``steps = 1`` (the default).
+        ``"auto"`` lets a call run from one such step to the next, so the results are the same as
+        with ``steps = 1`` (tested). Callbacks that must run at every step need ``steps = 1`` (the
+        default of the class; cpl's runs use ``trainer.steps_per_call``, ``auto`` by default).
         """
-        if steps < 1:
-            raise ValueError(f"Expected `steps` >= 1, got {steps}")
-        self.steps_per_call = int(steps)
+        if steps != "auto" and (isinstance(steps, str) or steps < 1):
+            raise ValueError(f"Expected `steps` >= 1 or 'auto', got {steps!r}")
+        self.steps_per_call = steps if steps == "auto" else int(steps)
         self._chunk_intervals = [int(i) for i in intervals if i]
 
     def _prepare_chunks(self) -> None:
@@ -182,13 +187,14 @@ class FullBatchModule(FastHookNameMixin, MemberWindows, L.LightningModule):
             events += [ev.start, ev.end]
         if self.member_starts is not None:
             events += [*self.member_starts, *self.member_ends]
-        self._chunks = ChunkPlan.build(self.steps_per_call, intervals, events)
+        cap = None if self.steps_per_call == "auto" else int(self.steps_per_call)
+        self._chunks = ChunkPlan.build(cap, intervals, events)
 
     def on_fit_start(self) -> None:
         last = final_step(self.trainer)
         self._last_step = float("inf") if last is None else last
         self._chunks = None
-        if self.steps_per_call > 1:
+        if self.steps_per_call != 1:
             self._prepare_chunks()
 
     def on_train_start(self) -> None:

@@ -101,7 +101,12 @@ def run(o: ReproduceOptions, prepared: Optional[tuple] = None) -> tuple[int, lis
     client.set_terminated(run_id, "FINISHED")
     print(claims_table(rows))
     failed = [r["id"] for r in rows if r["passed"] is False]
-    print(f"\n{len(rows) - len(failed)}/{len(rows)} claims hold" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    checked = [r for r in rows if not r["observation"]]
+    print(
+        f"\n{len(checked) - len(failed)}/{len(checked)} claims hold"
+        + (f", {len(rows) - len(checked)} observations" if len(rows) > len(checked) else "")
+        + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
     print(f"report: {out / 'index.html'}  ({seconds:.0f} s)\nMLflow run: {tracking.run_url(base, exp_id, run_id)}")
     return (1 if failed else 0), rows, out, run_id
 

@@ -137,17 +137,21 @@ def share_shift(
     reduce: str = "maxabs",
     where: Where = None,
 ) -> tuple[float, str]:
-    """Change of pathway ``pathway``'s final share per mode from the ``reference`` variant's, over the
-    modes learned (> 90% of s_i) or not yet learned (< 50%) at the deficit's onset, or ``all``."""
-    row, ref = res.one(job, variant, where), res.one(job, reference, where)
-    onset = int(float(res.params(row["run_id"])["deficit.start"]))
-    values, _ = _shares(res, row, pathway)
-    base, _ = _shares(res, ref, pathway)
-    _, frac = _shares(res, row, pathway, step=onset)
-    chosen = {"learned": frac > 0.9, "unlearned": frac < 0.5, "all": np.ones_like(frac, dtype=bool)}[select]
-    diff = (values - base)[chosen & ~np.isnan(values - base)]
-    modes = (np.flatnonzero(chosen) + 1).tolist()
-    return reduce_values(diff, reduce), f"{select} modes at step {onset}: {modes}; shift {np.round(diff, 3).tolist()}"
+    """Change of pathway ``pathway``'s final share per mode from the ``reference`` variant's (the same
+    cell of its sweep), over the modes learned (> 90% of s_i) or not yet learned (< 50%) at the
+    deficit's onset, or ``all``, over every matching cell."""
+    refs = {r["cell"]: r for r in res.rows(job, reference, where)}
+    diffs, parts = [], []
+    for row in res.rows(job, variant, where):
+        onset = int(float(res.params(row["run_id"])["deficit.start"]))
+        values, _ = _shares(res, row, pathway)
+        base, _ = _shares(res, refs[row["cell"]], pathway)
+        _, frac = _shares(res, row, pathway, step=onset)
+        chosen = {"learned": frac > 0.9, "unlearned": frac < 0.5, "all": np.ones_like(frac, dtype=bool)}[select]
+        diffs.append((values - base)[chosen & ~np.isnan(values - base)])
+        modes = (np.flatnonzero(chosen) + 1).tolist()
+        parts.append(f"{_label(row)}{select} modes at step {onset}: {modes}; shift {np.round(diffs[-1], 3).tolist()}")
+    return reduce_values(np.concatenate(diffs), reduce), "; ".join(parts)
 
 
 def ode_gap(res: Results, job: str, key: str = "ode/deviation", where: Where = None) -> tuple[float, str]:

@@ -14,8 +14,8 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,9 @@ def check_claims(decl: Declarations, res: Results) -> list[dict[str, Any]]:
         try:
             value, detail = MEASURES[c.measure["kind"]](res, **args)
             passed = c.passes(value)
-        except (KeyError, ValueError) as exc:
-            value, detail, passed = math.nan, f"error: {exc}", False
-            traceback.print_exc()
+        except Exception as exc:  # a claim that cannot be measured fails, with the reason in its row
+            value, detail, passed = math.nan, f"error: {type(exc).__name__}: {exc}", False
+            print(f"claim {c.id}: {detail}", file=sys.stderr)
         rows.append(
             {
                 "id": c.id,
@@ -152,7 +152,8 @@ def write_report(
     files = {"html": out / "index.html", "md": out / "report.md", "json": out / "claims.json"}
     files["html"].write_text(_html(decl, rows, figs, meta, links))
     files["md"].write_text(_markdown(decl, rows, figs, meta))
-    files["json"].write_text(json.dumps(rows, indent=1, default=str) + "\n")
+    plain = [{**r, "value": None if math.isnan(r["value"]) else r["value"]} for r in rows]  # JSON has no NaN
+    files["json"].write_text(json.dumps(plain, indent=1, default=str) + "\n")
     return files
 
 

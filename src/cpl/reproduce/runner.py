@@ -26,14 +26,15 @@ def job_sweep(job: Job, variant: str, extra: Sequence[str] = ()) -> Sweep:
     """The sweep of one job variant: the conf's own sweep, or a one-cell sweep of a single-run conf.
 
     ``extra`` are overrides for every cell (the tracking store). A single-run conf gets
-    ``sweep.grid.seed=[<seed>]`` and no onset analysis; a variant names its sweep after the job.
+    ``sweep.grid.seed=[<seed>]``, no onset analysis and ``train/loss`` as the table's metric; a
+    variant names its sweep after the job.
     """
     raw, _ = read_conf(job.conf)
     over = list(job.overrides) + list(job.variants[variant]) + list(extra)
     if "sweep" not in raw:
         if not any(o.startswith("sweep.grid") for o in over):
             over.append(f"sweep.grid.seed=[{int(raw.get('seed', 0))}]")
-        over.append("sweep.onset_key=null")
+        over += ["sweep.onset_key=null", "sweep.metric=train/loss"]  # a metric every family logs
     if variant or "sweep" not in raw:
         over.append(f"sweep.name=reproduce/{job.name}" + (f"/{variant}" if variant else ""))
     return load_sweep(job.conf, over)

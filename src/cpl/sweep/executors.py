@@ -8,10 +8,18 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 from .spec import Cell, CellResult, SweepConfig
 
-__all__ = ["LocalExecutor", "RayExecutor", "make_executor", "failed_results"]
+__all__ = ["LocalExecutor", "RayExecutor", "make_executor", "failed_results", "usable_cores"]
 
 
 TaskFn = Callable[[Sequence[Cell]], list]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity; ``os.cpu_count()`` where that is unknown)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
 
 
 def failed_results(task: Sequence[Cell], exc: BaseException) -> list[CellResult]:
@@ -22,13 +30,14 @@ class LocalExecutor:
     """Run tasks in this process (``processes=1``) or in a pool of spawned processes.
 
     Args:
-        processes: 1 = in-process, n > 1 = a pool of n processes, 0 = one per core.
+        processes: 1 = in-process, n > 1 = a pool of n processes, 0 = one per core this process may
+            use (:func:`usable_cores`); never more processes than tasks.
     """
 
     def __init__(self, processes: int = 1):
         if processes < 0:
             raise ValueError(f"Expected `processes` >= 0, got {processes}")
-        self.processes = processes or (os.cpu_count() or 1)
+        self.processes = processes or usable_cores()
 
     def map(self, fn: TaskFn, tasks: Sequence[list[Cell]]) -> Iterator[tuple[list[Cell], list[CellResult]]]:
         """Yield ``(task, results)`` as tasks finish."""

@@ -45,15 +45,16 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import tracking
 from ..batching import plan_groups
+from ..core.progress import MemberStepReporter
 from ..guard import held_signals, interrupt_signals, precheck, terminate_running
 from ..run import train, train_group
 from . import claims
 from .analysis import critical_period_table, log_summary, table_markdown
 from .executors import make_executor
+from .progress import StepsBar, task_steps
 from .resume import find_or_create_parent, finished_cells
 from .spec import Cell, CellResult, Sweep
 
@@ -75,6 +76,7 @@ def run_cells(
     tags: Optional[dict[str, str]] = None,
     callbacks: Sequence[Any] = (),
     torch_threads: Optional[int] = None,
+    progress: Any = None,
 ) -> list[CellResult]:
     """Run one task: every cell as one tracked :func:`cpl.run.train` nested under ``parent_run_id``.
 
@@ -82,7 +84,10 @@ def run_cells(
     FAILED by ``train``) and the next cell runs; ``KeyboardInterrupt`` stops the task. Each cell is
     claimed first (:mod:`cpl.sweep.claims`): one that another worker holds or finished comes back
     ``CLAIMED``, untouched.
+    ``progress``: a sink (``put((first cell index, member-steps))``) told of the steps while they run.
     """
+    if progress is not None:
+        callbacks = (*callbacks, MemberStepReporter(progress, key=cells[0].index))
     previous = torch.get_num_threads()
     if torch_threads:
         torch.set_num_threads(torch_threads)
@@ -284,14 +289,13 @@ def _run_sweep(sweep: Sweep, callbacks: Sequence[Any], executor: Any, progress: 
     )
     executor = executor or make_executor(sweep.settings)
     counts = {"done": 0, "failed": 0, "skipped": len(results)}
-    bar = tqdm(
-        total=len(sweep.cells),
-        initial=len(results),
+    bar = StepsBar(
+        {task[0].index: task_steps(task, sweep.settings.batched) for task in tasks},
         desc=f"sweep {sweep.name}",
-        unit="cell",
         disable=not progress,
-        dynamic_ncols=True,
     )
+    if progress:
+        fn = functools.partial(fn, progress=bar.sink(executor, len(tasks)))
 
     def postfix() -> None:
         bar.set_postfix(
@@ -313,7 +317,7 @@ def _run_sweep(sweep: Sweep, callbacks: Sequence[Any], executor: Any, progress: 
                         f"cell {r.index} FAILED: {(r.error or '').splitlines()[0][:200] if r.error else ''}",
                         file=sys.stderr,
                     )
-            bar.update(len(task_results))
+            bar.finish(task_results[0].index if task_results else None)
             postfix()
     finally:
         bar.close()

@@ -115,7 +115,7 @@ def build(cfgs: Sequence[DictConfig], schedule: Optional[MemberSchedule] = None)
         ode_cb = make_callback(first, "ode_reference")
     extras = extra_callbacks(first, {"task_switch", "singular_values", "ode_reference"})
 
-    stacked: dict = {}  # the readouts as arrays, built once for all members' figures and CSVs
+    stacked: dict = {}  # the readouts as arrays, built once for all members' figures and traces
 
     def member_history(e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """``(steps, values (T, k), projections or None)`` of member e's readouts, with its trunk's
@@ -163,20 +163,15 @@ def build(cfgs: Sequence[DictConfig], schedule: Optional[MemberSchedule] = None)
             )
         return out
 
-    def member_texts(e: int) -> dict:
-        """The full-resolution singular-value readout of member e as CSV (MLflow may get fewer points)."""
+    def member_traces(e: int) -> dict:
+        """The full-resolution singular-value readouts of member e (MLflow gets fewer points)."""
         if svs is None or not svs.steps:
             return {}
-        steps, values, _ = member_history(e)
-        k = values.shape[1]
-        rows = [f"{step}," + ",".join(repr(float(x)) for x in row) for step, row in zip(steps.tolist(), values)]
-        return {
-            "traces/singular_values.csv": "step,"
-            + ",".join(f"sv_{i + 1}" for i in range(k))
-            + "\n"
-            + "\n".join(rows)
-            + "\n"
-        }
+        steps, values, proj = member_history(e)
+        out = {"singular_values": (steps, values)}
+        if proj is not None:
+            out["sv_reference"] = (steps, proj)
+        return out
 
     callbacks = [cb for cb in (switch, svs, ode_cb) if cb is not None] + extras
     steps = max(schedule.ends) if schedule is not None else max(max_steps(c) for c in cfgs)
@@ -185,6 +180,6 @@ def build(cfgs: Sequence[DictConfig], schedule: Optional[MemberSchedule] = None)
         callbacks=callbacks,
         max_steps=steps,
         member_figures=member_figures,
-        member_texts=member_texts,
+        member_traces=member_traces,
         schedule=schedule,
     )
