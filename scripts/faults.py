@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from faults.harness import bad_config_outcomes, run_outcomes, table  # noqa: E402
+from faults.harness import HEAD, bad_config_outcomes, row, run_outcomes, table  # noqa: E402
 from faults.runtime import FAULTS  # noqa: E402
 
 
@@ -22,14 +22,22 @@ def main(argv=None) -> int:
     parser.add_argument("--bad-only", action="store_true", help="only the bad configs (in-process, seconds)")
     parser.add_argument("--runtime-only", action="store_true", help="only the runtime faults (subprocesses)")
     parser.add_argument("-j", type=int, default=2, help="runtime faults run at once (default 2)")
-    parser.add_argument("-k", default="", help="only the cases whose name contains this text")
+    parser.add_argument("-k", default="", help="only the cases whose name contains this text (a|b: either)")
     args = parser.parse_args(argv)
+    import logging
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     t0 = time.perf_counter()
+    picked = lambda name: any(k in name for k in args.k.split("|"))  # noqa: E731
     outcomes = []
     if not args.runtime_only:
-        outcomes += [o for o in bad_config_outcomes() if args.k in o.name]
+        outcomes += [o for o in bad_config_outcomes() if picked(o.name)]
     if not args.bad_only:
-        outcomes += run_outcomes([f for f in FAULTS if args.k in f.name], parallel=args.j)
+        chosen = [f for f in FAULTS if picked(f.name)]
+        print(f"{len(chosen)} runtime faults, {args.j} at a time; as they end:\n{HEAD}", flush=True)
+        outcomes += run_outcomes(chosen, parallel=args.j, report=lambda o: print(row(o), flush=True))
+        print()
     print(table(outcomes))
     print(f"\n{len(outcomes)} cases in {time.perf_counter() - t0:.0f} s")
     return 0 if all(o.ok for o in outcomes) else 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import glob
 import warnings
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -195,7 +194,7 @@ class Interrupt(L.Callback):
 def test_resume_in_the_middle_of_a_deficit(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from cpl.run import train
+    from cpl.run import build, train
 
     base = [
         f"tracking.uri=sqlite:///{tmp_path}/m.db",
@@ -207,25 +206,25 @@ def test_resume_in_the_middle_of_a_deficit(tmp_path):
         "model.width=20",
         "ode.every_n_steps=25",
     ]
-    full = train(load_config("multipath_depth4_gating", base))
+    full = build(load_config("multipath_depth4_gating", base))
+    full_run = train(load_config("multipath_depth4_gating", base), experiment=full)
+    base.append("log.figures=false")  # the interrupted run and its resumption: one config
     with pytest.raises(KeyboardInterrupt):
-        train(load_config("multipath_depth4_gating", base + ["log.figures=false"]), callbacks=[Interrupt(120)])
-    ckpt = [p for p in glob.glob(f"{tmp_path}/*/interrupted.ckpt")]
-    assert len(ckpt) == 1
+        train(load_config("multipath_depth4_gating", base), callbacks=[Interrupt(120)])
+    ckpt = [p for p in glob.glob(f"{tmp_path}/*/last.ckpt")]
+    assert len(ckpt) == 1  # the finished run deleted its own; the interrupted one keeps one
     assert torch.load(ckpt[0], weights_only=False)["global_step"] == 120
-    resumed = train(
-        load_config("multipath_depth4_gating", base + ["log.figures=false", f"trainer.ckpt_path={ckpt[0]}"])
-    )
-    a = torch.load(Path(full.checkpoint_dir) / "last.ckpt", weights_only=False)
-    b = torch.load(Path(resumed.checkpoint_dir) / "last.ckpt", weights_only=False)
-    assert b["global_step"] == a["global_step"] == 300
-    for key, value in a["state_dict"].items():
-        assert torch.allclose(value, b["state_dict"][key], rtol=0, atol=1e-12), key
-    gate_state = [v for k, v in b["callbacks"].items() if k.startswith("GatingDeficit")][0]
+    cfg = load_config("multipath_depth4_gating", base + [f"trainer.ckpt_path={ckpt[0]}"])
+    resumed = build(cfg)
+    resumed_run = train(cfg, experiment=resumed)
+    a, b = full.module.state_dict(), resumed.module.state_dict()
+    for key, value in a.items():
+        assert torch.allclose(value, b[key], rtol=0, atol=1e-12), key
+    gate_state = [c.state_dict() for c in resumed.callbacks if type(c).__name__ == "GatingDeficit"][0]
     assert gate_state["active_steps"] == 150  # 70 before the interrupt + 80 after
     # what the uninterrupted run recorded in MLflow
     client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
-    metrics = client.get_run(full.run_id).data.metrics
+    metrics = client.get_run(full_run.run_id).data.metrics
     for key in (
         "pathway_a_ref/1",
         "pathway_b_ref/8",
@@ -238,12 +237,12 @@ def test_resume_in_the_middle_of_a_deficit(tmp_path):
     ):
         assert key in metrics, key
     assert metrics["ode/rel_deviation"] < 1e-4
-    assert [f.path for f in client.list_artifacts(full.run_id, "figures")] == [
+    assert [f.path for f in client.list_artifacts(full_run.run_id, "figures")] == [
         "figures/pathway_strengths.pdf",
         "figures/pathway_strengths.png",
     ]
     assert (
-        client.get_run(resumed.run_id).data.metrics["ode/rel_deviation"] < 1e-4
+        client.get_run(resumed_run.run_id).data.metrics["ode/rel_deviation"] < 1e-4
     )  # the reference restarts from the checkpoint
 
 

@@ -19,6 +19,7 @@ checkpoint folder, the memory of the batched parameters and a resume checkpoint'
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import threading
@@ -307,7 +308,10 @@ def precheck(cfgs: Sequence[DictConfig]) -> None:
     first = cfgs[0]
     _check_accelerator(first)
     if first.tracking.enabled:
-        checks.check_uri(first.tracking.uri, float(first.tracking.timeout_s))
+        uri = checks.check_uri(first.tracking.uri, float(first.tracking.timeout_s))
+        if uri.startswith(("http://", "https://")):  # MLflow's own requests: bounded too (default 120 s x 7 retries)
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, math.ceil(first.tracking.timeout_s))))
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(first.tracking.retries))
     _check_checkpoint_dir(first)
     _check_memory(cfgs)
     if first.trainer.ckpt_path:

@@ -189,16 +189,16 @@ class Store:
     def runs(self) -> list:
         if not (self.root / "mlflow.db").exists():
             return []
-        from mlflow.tracking import MlflowClient
+        from cpl.tracking import get_client  # under the store's lock: the case's processes may be creating it
 
-        client = MlflowClient(self.uri)
+        client = get_client(self.uri)
         exp = client.get_experiment_by_name("faults")
         return client.search_runs([exp.experiment_id], max_results=5000) if exp else []
 
     def stored_rows(self) -> int:
-        from mlflow.tracking import MlflowClient
+        from cpl.tracking import get_client
 
-        client = MlflowClient(self.uri)
+        client = get_client(self.uri)
         return sum(len(client.get_metric_history(r.info.run_id, k)) for r in self.runs() for k in r.data.metrics)
 
     def spill_files(self) -> list[Path]:
@@ -279,7 +279,7 @@ def interrupt_when_running(
 ) -> tuple[int, str, float]:
     """Start a sweep, send ``signum`` to it once a child run is RUNNING; ``(code, stderr, seconds to exit)``."""
     proc = store.start(store.args(argv))
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             kids = [r for r in store.runs() if r.info.status == "RUNNING" and "mlflow.parentRunId" in r.data.tags]
@@ -312,34 +312,41 @@ def workers_alive(store: Store) -> list[int]:
     return alive
 
 
-def run_outcomes(faults: Sequence[Fault], parallel: int = 2) -> list[Outcome]:
-    """Run runtime faults, ``parallel`` at a time, each in its own temporary folder."""
+def run_outcomes(faults: Sequence[Fault], parallel: int = 2, report: Optional[Callable] = None) -> list[Outcome]:
+    """Run runtime faults, ``parallel`` at a time, each in its own temporary folder; ``report(outcome)``
+    as each one ends."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(fault: Fault) -> Outcome:
         root = Path(tempfile.mkdtemp(prefix="cpl-fault-"))
         try:
-            return fault.run(root)
+            out = fault.run(root)
         except Exception as exc:  # noqa: BLE001 - the harness itself failed: report it
-            return Outcome(fault.name, "runtime fault", problems=[f"harness: {type(exc).__name__}: {exc}"])
+            out = Outcome(fault.name, "runtime fault", problems=[f"harness: {type(exc).__name__}: {exc}"])
         finally:
             shutil.rmtree(root, ignore_errors=True)
+        if report is not None:
+            report(out)
+        return out
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         return list(pool.map(one, faults))
 
 
+HEAD = f"{'case':60s} {'code':>7s} {'statuses':24s} {'rows prod/store/spill':>22s} {'s':>6s}  result"
+
+
+def row(o: Outcome) -> str:
+    """One line of the table (statuses by their first two letters: FI, FA, KI, RU)."""
+    st = ",".join(s[:2] for s in o.statuses) or "-"
+    rows = f"{'?' if o.produced is None else o.produced}/{o.stored}/{o.spilled}" if o.group != "bad config" else "-"
+    result = "ok" if o.ok else "FAIL: " + "; ".join(o.problems)[:300]
+    return f"{o.name[:60]:60s} {str(o.code):>7s} {st[:24]:24s} {rows:>22s} {o.seconds:6.1f}  {result}"
+
+
 def table(outcomes: Sequence[Outcome]) -> str:
     """The suite's table: one row per case, then the totals the issue asks for."""
-    head = f"{'case':60s} {'code':>5s} {'statuses':28s} {'rows prod/store/spill':>22s} {'s':>6s}  result"
-    lines = [head, "-" * len(head)]
-    for o in outcomes:
-        st = ",".join(f"{s[0]}" for s in o.statuses) or "-"
-        rows = f"{'?' if o.produced is None else o.produced}/{o.stored}/{o.spilled}" if o.group != "bad config" else "-"
-        lines.append(
-            f"{o.name[:60]:60s} {str(o.code):>5s} {st[:28]:28s} {rows:>22s} {o.seconds:6.1f}  "
-            + ("ok" if o.ok else "FAIL: " + "; ".join(o.problems)[:300])
-        )
+    lines = [HEAD, "-" * len(HEAD), *map(row, outcomes)]
     bad = [o for o in outcomes if o.group == "bad config"]
     rt = [o for o in outcomes if o.group != "bad config"]
     lost = sum(o.produced - o.stored - o.spilled for o in rt if o.produced is not None)

@@ -7,6 +7,7 @@ valid, so ``--help`` and every config error answer at once (``tests/test_cli.py`
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Sequence
 
@@ -199,6 +200,7 @@ def sweep_main(argv: Sequence[str]) -> int:
 
         return dry_run_sweep(sweep, flags)
 
+    from ..config import ConfigError
     from ..sweep.runner import run_sweep, warn_remote_store
 
     warn_remote_store(sweep)
@@ -208,15 +210,21 @@ def sweep_main(argv: Sequence[str]) -> int:
         f"executor {sweep.settings.executor}, tracking {sweep.base.tracking.uri}",
         file=sys.stderr,
     )
+    from ..guard import exit_code
+
     try:
         result = run_sweep(sweep)
-    except KeyboardInterrupt:
+    except ConfigError as exc:  # a check before the first cell's run is created
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        code = exit_code(exc)
         print(
-            "\nInterrupted: finished cells are recorded and the parent run is marked KILLED; run the same "
-            "command again to resume.",
+            f"\nInterrupted: finished cells are recorded, the parent run and unfinished cells are marked KILLED "
+            f"(by {signal.Signals(code - 128).name}); run the same command again to resume.",
             file=sys.stderr,
         )
-        return 130
+        return code
     print(result.markdown())
     crit = {k: v for k, v in result.summary.items() if k.startswith("critical_period/")}
     if crit:
@@ -231,7 +239,7 @@ def sweep_main(argv: Sequence[str]) -> int:
     print_run_links(result.tracking_uri, [result.parent_run_id], kids, heading=heading)
     if result.failed:
         print(
-            f"{len(result.failed)} cell(s) FAILED: "
+            f"error: {len(result.failed)} cell(s) FAILED: "
             + "; ".join(f"cell {r['cell']}: {r['error']}" for r in result.failed),
             file=sys.stderr,
         )

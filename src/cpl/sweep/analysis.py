@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 from mlflow.entities import Metric
 
 from ..figures import critical_period_figure, log_figure
+from ..tracking.writer import write_batch
 from .spec import CellResult, Sweep
 
 __all__ = ["critical_period_table", "curves", "critical_periods", "table_csv", "table_markdown", "log_summary"]
@@ -171,6 +172,6 @@ def log_summary(client, parent_run_id: str, sweep: Sweep, rows: list[dict[str, A
                 ]
         for path, fig in _figures(sweep, rows).items():
             log_figure(client, parent_run_id, fig, path)  # PNG and PDF
-    for i in range(0, len(metrics), 1000):
-        client.log_batch(parent_run_id, metrics=metrics[i : i + 1000])
+    # retried within tracking.timeout_s like every metric write (cpl.tracking.writer)
+    write_batch(client, [(parent_run_id, [(m.key, m.value, m.timestamp, m.step) for m in metrics])])
     return summary

@@ -47,7 +47,9 @@ class LocalExecutor:
             return
         import multiprocessing as mp
 
-        pool = ProcessPoolExecutor(max_workers=min(self.processes, len(tasks)), mp_context=mp.get_context("spawn"))
+        pool = ProcessPoolExecutor(
+            max_workers=min(self.processes, len(tasks)), mp_context=mp.get_context("spawn"), initializer=_worker_start
+        )
         try:
             futures = {pool.submit(fn, task): task for task in tasks}
             for future in as_completed(futures):
@@ -65,16 +67,24 @@ class LocalExecutor:
         pool.shutdown(wait=True)
 
 
+def _worker_start() -> None:
+    """A worker leaves Ctrl-C to the sweep, which stops it with SIGTERM (a run's guard marks it KILLED;
+    an idle worker ends quietly, without a traceback)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _stop_workers(pool: ProcessPoolExecutor, grace_s: float = 10.0) -> None:
-    """Ctrl-C reaches the workers too (each marks its run KILLED); the ones still alive after
-    ``grace_s`` are killed (the sweep then marks their runs KILLED)."""
+    """SIGTERM to every worker (a run in progress is marked KILLED by its guard); the ones still
+    alive after ``grace_s`` are killed (the sweep then marks their runs KILLED)."""
     import signal
     import time
 
     procs = list((getattr(pool, "_processes", None) or {}).values())  # the pool's own handles
     for p in procs:
         if p.is_alive():
-            os.kill(p.pid, signal.SIGINT)
+            os.kill(p.pid, signal.SIGTERM)
     pool.shutdown(wait=False, cancel_futures=True)
     deadline = time.monotonic() + grace_s
     for p in procs:

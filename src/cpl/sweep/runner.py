@@ -49,7 +49,7 @@ import torch
 from .. import tracking
 from ..batching import plan_groups
 from ..core.progress import MemberStepReporter
-from ..guard import held_signals, interrupt_signals, terminate_running
+from ..guard import held_signals, interrupt_signals, precheck, terminate_running
 from ..run import train, train_group
 from . import claims
 from .analysis import critical_period_table, log_summary, table_markdown
@@ -228,6 +228,7 @@ def run_sweep(sweep: Sweep, callbacks: Sequence[Any] = (), executor: Any = None,
         :class:`SweepResult`; failed cells are in ``failed`` and in the table, the sweep does not raise for them.
 
     Raises:
+        cpl.config.ConfigError: a check before the parent run is created failed (see :func:`cpl.guard.precheck`).
         KeyboardInterrupt: Ctrl-C or SIGTERM (:class:`cpl.guard.RunInterrupted`); finished cells are
             recorded, the parent and every child still running are marked KILLED.
     """
@@ -257,6 +258,7 @@ def _close_parent(client, exp_id: str, parent_id: str, exc: BaseException, resul
 
 
 def _run_sweep(sweep: Sweep, callbacks: Sequence[Any], executor: Any, progress: bool, state: dict) -> SweepResult:
+    precheck([sweep.base])  # before the parent is created: the store answers, the folders are writable
     uri = sweep.base.tracking.uri
     client = tracking.get_client(uri)
     results: dict[int, CellResult] = {}

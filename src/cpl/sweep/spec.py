@@ -234,7 +234,7 @@ def _validate_settings(s: SweepConfig) -> None:
 def _check_metric(s: SweepConfig, kind: str) -> None:
     """``sweep.metric`` must be a metric the family logs (a typo would give a table of NaN)."""
     patterns = getattr(family(kind).schema, "METRICS", None)
-    if patterns is not None:
+    if patterns is not None and s.metric != SweepConfig.metric:  # the default: a family may not log it (multipath)
         plain = ", ".join(p for p in patterns if re.fullmatch(r"[\w/]+", p))
         require(
             any(re.fullmatch(p, s.metric) for p in patterns),

@@ -67,11 +67,12 @@ _READY: set[str] = set()
 def get_client(uri: Optional[str] = None) -> MlflowClient:
     """A client of the store; a SQLite store is created (or migrated) once per process, under :func:`store_lock`."""
     uri = tracking_uri(uri)
-    client = MlflowClient(tracking_uri=uri)
-    if _sqlite_path(uri) is not None and uri not in _READY:
-        with store_lock(uri):
-            client.search_experiments(max_results=1)  # creates the tables / runs alembic's migration
-        _READY.add(uri)
+    if _sqlite_path(uri) is None or uri in _READY:
+        return MlflowClient(tracking_uri=uri)
+    with store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # creates the tables / runs alembic's migration
+    _READY.add(uri)
     return client
 
 
