@@ -5,11 +5,12 @@ Layers, bottom to top (a module may import its own group and groups on LOWER lay
     0  cpl.theory | cpl.core | cpl.config   (three independent groups: none imports another)
     1  cpl.callbacks (cpl.core only) | cpl.tracking | cpl.figures
     2  cpl.families (each family a group of its own: matcomp never imports multipath)
-    3  cpl.batching
+    3  cpl.batching | cpl.guard
     4  cpl.run
-    5  cpl.bench | cpl.plan | cpl.sweep
-    6  cpl.cli
-    7  cpl.reproduce (composes sweeps and reuses cpl.cli's option parsing)
+    5  cpl.plan | cpl.sweep
+    6  cpl.bench (times the sweep command users run against a plain loop)
+    7  cpl.cli
+    8  cpl.reproduce (composes sweeps and reuses cpl.cli's option parsing)
 
 The import graph is read with ``ast`` from every module of the package (function-local imports
 included), and importing ``a.b.c`` counts as importing ``a.b`` and ``a`` too, as Python does.
@@ -39,11 +40,11 @@ LAYERS = {
     "cpl.batching": 3,
     "cpl.guard": 3,
     "cpl.run": 4,
-    "cpl.bench": 5,
     "cpl.plan": 5,
     "cpl.sweep": 5,
-    "cpl.cli": 6,
-    "cpl.reproduce": 7,
+    "cpl.bench": 6,
+    "cpl.cli": 7,
+    "cpl.reproduce": 8,
 }
 #: groups that may import only these groups (besides themselves)
 ONLY = {"cpl.callbacks": {"cpl.core"}, "cpl.theory": set(), "cpl.core": set(), "cpl.config": set()}
