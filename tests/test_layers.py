@@ -196,12 +196,7 @@ def test_loading_and_validating_configs_imports_nothing_heavy(code):
 
 
 #: functions allowed over the limit, with the reason (keep this empty where possible)
-LONG_FUNCTIONS: dict[str, str] = {
-    "cpl.families.matcomp.experiment.build": "being reworked with the dense-trace artifacts (issue 12)",
-    "cpl.sweep.runner._run_sweep": "being reworked with the sweep-wide progress bar and the run guard (issues 12, 13)",
-    "cpl.families.matcomp.experiment.build_module": "being reworked with callback composition (issue 14)",
-    "cpl.families.multipath.experiment.build": "being reworked with callback composition (issue 14)",
-}
+LONG_FUNCTIONS: dict[str, str] = {}
 
 
 def test_files_and_functions_stay_small():

@@ -271,13 +271,8 @@ def _run_sweep(sweep: Sweep, callbacks: Sequence[Any], executor: Any, progress: 
         parent_id,
         {"cpl.sweep.executor": sweep.settings.executor, "cpl.sweep.threshold": sweep.settings.threshold},
     )
-    done = finished_cells(client, exp_id, parent_id) if resumed_parent else {}
-    for cell in sweep.cells:
-        if cell.config_hash in done:
-            r = done[cell.config_hash]
-            results[cell.index] = CellResult(
-                cell.index, cell.config_hash, "FINISHED", r.metrics, r.run_id, resumed=True
-            )
+    if resumed_parent:
+        results.update(_resumed(client, exp_id, parent_id, sweep))
     todo = [c for c in sweep.cells if c.index not in results]
     tasks = plan_tasks(todo, sweep.settings.batched, sweep.settings.max_members)
     fn = functools.partial(
@@ -313,15 +308,32 @@ def _run_sweep(sweep: Sweep, callbacks: Sequence[Any], executor: Any, progress: 
                 results[r.index] = r
                 counts["failed" if r.status == "FAILED" else "done"] += 1
                 if r.status == "FAILED":
-                    bar.write(
-                        f"cell {r.index} FAILED: {(r.error or '').splitlines()[0][:200] if r.error else ''}",
-                        file=sys.stderr,
-                    )
+                    bar.write(f"cell {r.index} FAILED: {_first_line(r.error)}", file=sys.stderr)
             bar.finish(task_results[0].index if task_results else None)
             postfix()
     finally:
         bar.close()
     _await_claimed(client, exp_id, parent_id, results)
+    rows, summary, failed = _summarise(client, parent_id, sweep, results)
+    return SweepResult(parent_id, uri, rows, summary, resumed_parent, failed)
+
+
+def _first_line(text: Optional[str], limit: int = 200) -> str:
+    return (text or "").partition("\n")[0][:limit]
+
+
+def _resumed(client, exp_id: str, parent_id: str, sweep: Sweep) -> dict[int, CellResult]:
+    """The cells that a previous attempt of this sweep finished (by config hash), as results."""
+    done = finished_cells(client, exp_id, parent_id)
+    return {
+        cell.index: CellResult(cell.index, cell.config_hash, "FINISHED", r.metrics, r.run_id, resumed=True)
+        for cell in sweep.cells
+        if (r := done.get(cell.config_hash)) is not None
+    }
+
+
+def _summarise(client, parent_id: str, sweep: Sweep, results: dict[int, CellResult]):
+    """The parent's table, summary and status message; the parent ends FINISHED."""
     rows = critical_period_table(sweep, results)
     summary = log_summary(client, parent_id, sweep, rows)
     failed = [r for r in rows if r["status"] == "FAILED"]
@@ -334,7 +346,7 @@ def _run_sweep(sweep: Sweep, callbacks: Sequence[Any], executor: Any, progress: 
         },
     )
     client.set_terminated(parent_id, "FINISHED")
-    return SweepResult(parent_id, uri, rows, summary, resumed_parent, failed)
+    return rows, summary, failed
 
 
 def _await_claimed(client, exp_id: str, parent_id: str, results: dict[int, CellResult], poll_s: float = 2.0) -> None:

@@ -24,8 +24,7 @@ def _dtype(cfg: DictConfig) -> torch.dtype:
     return getattr(torch, cfg.trainer.dtype)
 
 
-def build_module(cfgs: Sequence[DictConfig]) -> MatrixCompletionModule:
-    """One :class:`MatrixCompletionModule` whose member e is built from ``cfgs[e]``."""
+def _check_shared(cfgs: Sequence[DictConfig]) -> None:
     first = cfgs[0]
     for cfg in cfgs[1:]:
         for key in MEMBER_SHARED_KEYS:
@@ -34,11 +33,12 @@ def build_module(cfgs: Sequence[DictConfig]) -> MatrixCompletionModule:
                     f"Members of one module must share {key}: got {OmegaConf.select(first, key)!r} and "
                     f"{OmegaConf.select(cfg, key)!r}"
                 )
-    dtype = _dtype(first)
-    t = first.task
-    member_tasks = [
+
+
+def _member_tasks(cfgs: Sequence[DictConfig], dtype: torch.dtype) -> list:
+    return [
         make_matcomp_tasks(
-            t.size,
+            c.task.size,
             c.task.pretrain_rank,
             c.task.final_rank,
             c.task.n_obs,
@@ -50,6 +50,15 @@ def build_module(cfgs: Sequence[DictConfig]) -> MatrixCompletionModule:
         )
         for c in cfgs
     ]
+
+
+def build_module(cfgs: Sequence[DictConfig]) -> MatrixCompletionModule:
+    """One :class:`MatrixCompletionModule` whose member e is built from ``cfgs[e]``."""
+    _check_shared(cfgs)
+    first = cfgs[0]
+    dtype = _dtype(first)
+    t = first.task
+    member_tasks = _member_tasks(cfgs, dtype)
     tasks = {
         name: (
             torch.stack([mt.as_dict()[name][0] for mt in member_tasks]),
@@ -94,6 +103,74 @@ def _title(cfg: DictConfig) -> str:
     return f"{cfg.name or 'matcomp'}: depth {cfg.model.depth}, rank {t.pretrain_rank}->{t.final_rank}, n_obs {t.n_obs}"
 
 
+class _MemberReadouts:
+    """Member e's figures and full-resolution traces, from the callbacks' readouts of the whole run.
+
+    The readouts are stacked into arrays once (again only when new ones arrive) for all members.
+    """
+
+    def __init__(self, cfgs: Sequence[DictConfig], schedule: Optional[MemberSchedule], switch, svs, ode_cb):
+        self.cfgs, self.schedule, self.switch, self.svs, self.ode_cb = cfgs, schedule, switch, svs, ode_cb
+        self._stacked: dict = {}
+
+    def history(self, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(steps, values (T, k), projections or None)`` of member e's readouts, with its trunk's
+        readouts before its own start: the history a separate run of the cell would have."""
+        svs, stacked, schedule = self.svs, self._stacked, self.schedule
+        if stacked.get("count") != len(svs.steps):
+            h = svs.history()
+            stacked.update(
+                count=len(svs.steps),
+                steps=np.asarray(h["steps"], dtype=np.int64),
+                values=h["values"].numpy(),
+                proj=None if h["projections"] is None else h["projections"].numpy(),
+            )
+        steps = stacked["steps"]
+        owners = [e if schedule is None else trunk_owner(schedule, e, int(t)) for t in steps]
+        rows = np.arange(len(steps))
+        values = stacked["values"][rows, owners]
+        proj = None if stacked["proj"] is None else stacked["proj"][rows, owners]
+        keep = ~np.isnan(values[:, 0])  # steps at which this member (or its trunk) was read
+        if schedule is not None:
+            keep &= steps <= schedule.ends[e]
+        return steps[keep], values[keep], None if proj is None else proj[keep]
+
+    def figures(self, e: int) -> dict:
+        if self.svs is None or not self.svs.steps:
+            return {}
+        cfg, ode_cb = self.cfgs[e], self.ode_cb
+        steps, values, proj = self.history(e)
+        switched = self.switch.switched_at[e] if self.switch is not None else None
+        switch_step = switched if switched is not None else cfg.switch.at_step
+        fig = singular_value_figure(steps, values, switch_step=switch_step, projections=proj, title=_title(cfg))
+        out = {"figures/singular_values.png": fig}
+        if ode_cb is not None and len(ode_cb.steps):
+            oh = ode_cb.history()
+            out["figures/ode_overlay.png"] = ode_overlay_figure(
+                oh["steps"],
+                oh["sgd"]["sv"][:, 0],
+                oh["ode"]["sv"][:, 0],
+                switch_step=switch_step,
+                reference=ode_cb.reference.name,
+                log_y=True,
+                title=(
+                    f"{cfg.name or 'matcomp'}: SGD vs {ode_cb.reference.name}\ndepth {cfg.model.depth}, rank "
+                    f"{cfg.task.pretrain_rank}->{cfg.task.final_rank}, n_obs {cfg.task.n_obs}, lr {cfg.optim.lr}"
+                ),
+            )
+        return out
+
+    def traces(self, e: int) -> dict:
+        """The full-resolution singular-value readouts of member e (MLflow gets fewer points)."""
+        if self.svs is None or not self.svs.steps:
+            return {}
+        steps, values, proj = self.history(e)
+        out = {"singular_values": (steps, values)}
+        if proj is not None:
+            out["sv_reference"] = (steps, proj)
+        return out
+
+
 def build(cfgs: Sequence[DictConfig], schedule: Optional[MemberSchedule] = None) -> Experiment:
     """The experiment of one run whose member e is the cell ``cfgs[e]`` (E = 1: a plain run).
 
@@ -114,72 +191,14 @@ def build(cfgs: Sequence[DictConfig], schedule: Optional[MemberSchedule] = None)
             raise ValueError("ode.enabled runs cannot be batched: the analytic references are per run")
         ode_cb = make_callback(first, "ode_reference")
     extras = extra_callbacks(first, {"task_switch", "singular_values", "ode_reference"})
-
-    stacked: dict = {}  # the readouts as arrays, built once for all members' figures and traces
-
-    def member_history(e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """``(steps, values (T, k), projections or None)`` of member e's readouts, with its trunk's
-        readouts before its own start: the history a separate run of the cell would have."""
-        if stacked.get("count") != len(svs.steps):
-            h = svs.history()
-            stacked.update(
-                count=len(svs.steps),
-                steps=np.asarray(h["steps"], dtype=np.int64),
-                values=h["values"].numpy(),
-                proj=None if h["projections"] is None else h["projections"].numpy(),
-            )
-        steps = stacked["steps"]
-        owners = [e if schedule is None else trunk_owner(schedule, e, int(t)) for t in steps]
-        rows = np.arange(len(steps))
-        values = stacked["values"][rows, owners]
-        proj = None if stacked["proj"] is None else stacked["proj"][rows, owners]
-        keep = ~np.isnan(values[:, 0])  # steps at which this member (or its trunk) was read
-        if schedule is not None:
-            keep &= steps <= schedule.ends[e]
-        return steps[keep], values[keep], None if proj is None else proj[keep]
-
-    def member_figures(e: int) -> dict:
-        if svs is None or not svs.steps:
-            return {}
-        cfg = cfgs[e]
-        steps, values, proj = member_history(e)
-        switched = switch.switched_at[e] if switch is not None else None
-        switch_step = switched if switched is not None else cfg.switch.at_step
-        fig = singular_value_figure(steps, values, switch_step=switch_step, projections=proj, title=_title(cfg))
-        out = {"figures/singular_values.png": fig}
-        if ode_cb is not None and len(ode_cb.steps):
-            oh = ode_cb.history()
-            out["figures/ode_overlay.png"] = ode_overlay_figure(
-                oh["steps"],
-                oh["sgd"]["sv"][:, 0],
-                oh["ode"]["sv"][:, 0],
-                switch_step=switch_step,
-                reference=ode_cb.reference.name,
-                log_y=True,
-                title=(
-                    f"{cfg.name or 'matcomp'}: SGD vs {ode_cb.reference.name}\ndepth {cfg.model.depth}, rank "
-                    f"{cfg.task.pretrain_rank}->{cfg.task.final_rank}, n_obs {cfg.task.n_obs}, lr {cfg.optim.lr}"
-                ),
-            )
-        return out
-
-    def member_traces(e: int) -> dict:
-        """The full-resolution singular-value readouts of member e (MLflow gets fewer points)."""
-        if svs is None or not svs.steps:
-            return {}
-        steps, values, proj = member_history(e)
-        out = {"singular_values": (steps, values)}
-        if proj is not None:
-            out["sv_reference"] = (steps, proj)
-        return out
-
+    readouts = _MemberReadouts(cfgs, schedule, switch, svs, ode_cb)
     callbacks = [cb for cb in (switch, svs, ode_cb) if cb is not None] + extras
     steps = max(schedule.ends) if schedule is not None else max(max_steps(c) for c in cfgs)
     return Experiment(
         module=module,
         callbacks=callbacks,
         max_steps=steps,
-        member_figures=member_figures,
-        member_traces=member_traces,
+        member_figures=readouts.figures,
+        member_traces=readouts.traces,
         schedule=schedule,
     )

@@ -56,17 +56,10 @@ def build_module(cfg: DictConfig) -> MultiPathwayModule:
     )
 
 
-def build(cfgs: Sequence[DictConfig], schedule: Any = None) -> Experiment:
-    """The experiment of one two-pathway run (one member: the family does not batch runs)."""
-    if len(cfgs) != 1 or schedule is not None:
-        raise ValueError(f"The multipath family builds one run at a time, got {len(cfgs)} configs")
-    cfg = cfgs[0]
-    module = build_module(cfg)
-    names = list(cfg.model.pathways)
-    k = module.singular_values.shape[-1]
+def _deficits(cfg: DictConfig) -> tuple[list[Any], list[tuple[str, int, Optional[int]]]]:
+    """The gating deficit and mode lesion callbacks of the conf, and their windows for the figure."""
     callbacks: list[Any] = []
     windows: list[tuple[str, int, Optional[int]]] = []
-    # the conf's callbacks (callbacks/*.yaml bound to deficit.*, lesion.*, log.*, ode.*)
     if cfg.deficit.enabled:
         callbacks.append(make_callback(cfg, "gating_deficit"))
         windows.append(
@@ -75,6 +68,19 @@ def build(cfgs: Sequence[DictConfig], schedule: Any = None) -> Experiment:
     if cfg.lesion.enabled:
         callbacks.append(make_callback(cfg, "mode_lesion"))
         windows.append((f"lesion {cfg.lesion.pathway} mode {cfg.lesion.mode + 1}", cfg.lesion.start, cfg.lesion.end))
+    return callbacks, windows
+
+
+def build(cfgs: Sequence[DictConfig], schedule: Any = None) -> Experiment:
+    """The experiment of one two-pathway run (one member: the family does not batch runs)."""
+    if len(cfgs) != 1 or schedule is not None:
+        raise ValueError(f"The multipath family builds one run at a time, got {len(cfgs)} configs")
+    cfg = cfgs[0]
+    module = build_module(cfg)
+    names = list(cfg.model.pathways)
+    k = module.singular_values.shape[-1]
+    # the conf's callbacks (callbacks/*.yaml bound to deficit.*, lesion.*, log.*, ode.*)
+    callbacks, windows = _deficits(cfg)
     top_k = cfg.callbacks.singular_values.top_k if "singular_values" in cfg.callbacks else 1
     loggers = {
         name: make_callback(
