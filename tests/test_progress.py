@@ -67,3 +67,12 @@ def test_single_run_bar_counts_gradient_steps(tmp_path, monkeypatch):
     cfg = small_matcomp(tmp_path, trainer={"progress_bar": True})
     train(cfg)
     assert seen == {"n": 60, "total": 60, "unit": "steps"}  # 60 steps, not the number of chunks
+
+
+def test_single_run_bar_is_never_drawn_in_epochs_or_batches(tmp_path, capsys):
+    """Lightning's own bar ("Training 0/?", "Epoch 0: 0/<batches>") must not flash before the step bar."""
+    cfg = small_matcomp(tmp_path, trainer={"progress_bar": True})
+    train(cfg)
+    out = capsys.readouterr().out
+    assert "train" in out and "60/60" in out
+    assert "Training" not in out and "Epoch" not in out

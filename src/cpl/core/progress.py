@@ -9,10 +9,12 @@ bar moves inside a batched group and ends exactly at its total.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, Optional
 
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 __all__ = ["member_steps", "MemberStepReporter", "StepProgressBar"]
 
@@ -65,12 +67,26 @@ class StepProgressBar(TQDMProgressBar):
     def get_metrics(self, trainer, pl_module):
         return dict(getattr(pl_module, "progress", {}))
 
+    def init_train_tqdm(self):
+        """The bar is made in gradient steps from the start: Lightning's own ("Training 0/?", then
+        "Epoch 0: 0/<batches>") would be drawn once before a reset could fix it."""
+        trainer = self.trainer
+        return Tqdm(
+            desc="train",
+            total=int(trainer.max_steps),
+            initial=int(trainer.global_step),
+            unit="steps",
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )
+
     def on_train_epoch_start(self, trainer, *args) -> None:
-        super().on_train_epoch_start(trainer, *args)
-        bar = self.train_progress_bar
-        bar.reset(total=int(trainer.max_steps))
-        bar.n, bar.unit = trainer.global_step, "steps"
-        bar.set_description("train")
+        # Lightning's would reset the bar to the epoch's batches; a run's bar counts its steps throughout
         self._shown = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
