@@ -146,3 +146,29 @@ def test_ray_sweep_logs_to_a_tracking_server(tmp_path, mlflow_server, local_ray)
     )
     assert again.parent_run_id == result.parent_run_id and all(r["resumed"] for r in again.rows)
     check_sweep(client, again, 4)
+
+
+def test_a_stopped_worker_starts_no_further_task(monkeypatch):
+    """After the sweep's SIGTERM (here through a run's guard: KeyboardInterrupt) a pool worker refuses
+    the task queued to it, so no cell is created after the signal; SIGTERM outside a run exits quietly."""
+    import signal
+
+    from cpl.sweep import executors
+
+    monkeypatch.setitem(executors._STOPPING, "signum", None)
+    calls = []
+
+    def interrupted(task):
+        calls.append(task)
+        raise KeyboardInterrupt("by SIGTERM")
+
+    with pytest.raises(KeyboardInterrupt):
+        executors._in_worker(interrupted, ["a"])
+    with pytest.raises(SystemExit) as info:
+        executors._in_worker(calls.append, ["b"])
+    assert calls == [["a"]] and info.value.code == 128 + signal.SIGTERM
+
+    monkeypatch.setitem(executors._STOPPING, "signum", None)
+    with pytest.raises(SystemExit) as info:
+        executors._worker_stop(signal.SIGTERM, None)
+    assert info.value.code == 143 and executors._STOPPING["signum"] == signal.SIGTERM

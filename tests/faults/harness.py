@@ -237,7 +237,8 @@ def inspect(store: Store, out: Outcome, code: Any, err: str, expect_code, expect
     if out.produced is not None and out.stored + out.spilled != out.produced:
         out.problems.append(f"rows: {out.stored} in store + {out.spilled} spilled != {out.produced} produced")
     if "Traceback" in err:
-        out.problems.append(f"a traceback: {err.strip()[-400:]!r}")
+        at = err.index("Traceback")  # where it starts (and who printed it, just before) tells the most
+        out.problems.append(f"a traceback: {err[max(0, at - 200) : at + 1200]!r}")
     if code not in (0, 124) and not lines:
         out.problems.append(f"no one-line message: {err.strip()[-300:]!r}")
     for ckpt in store.checkpoints():

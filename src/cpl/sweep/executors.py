@@ -51,14 +51,14 @@ class LocalExecutor:
             max_workers=min(self.processes, len(tasks)), mp_context=mp.get_context("spawn"), initializer=_worker_start
         )
         try:
-            futures = {pool.submit(fn, task): task for task in tasks}
+            futures = {pool.submit(_in_worker, fn, task): task for task in tasks}
             for future in as_completed(futures):
                 task = futures[future]
                 try:
                     results = future.result()
                 except KeyboardInterrupt:
                     raise
-                except Exception as exc:  # noqa: BLE001 - e.g. a worker process died
+                except (Exception, SystemExit) as exc:  # noqa: BLE001 - a worker died or was stopped
                     results = failed_results(task, exc)
                 yield task, results
         except BaseException:
@@ -67,12 +67,37 @@ class LocalExecutor:
         pool.shutdown(wait=True)
 
 
+#: set in a pool worker once the sweep told it to stop (SIGTERM): it starts no further task
+_STOPPING: dict[str, Optional[int]] = {"signum": None}
+
+
 def _worker_start() -> None:
-    """A worker leaves Ctrl-C to the sweep, which stops it with SIGTERM (a run's guard marks it KILLED;
-    an idle worker ends quietly, without a traceback)."""
+    """A worker leaves Ctrl-C to the sweep, which stops it with SIGTERM. Inside a run the run's guard
+    turns SIGTERM into KILLED; outside one (idle, or between cells) :func:`_worker_stop` ends the
+    worker quietly."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_stop)
+
+
+def _worker_stop(signum, frame) -> None:
+    """SIGTERM outside a run: no further task starts, and ``SystemExit`` ends the worker without a
+    traceback, its exit handlers run (nothing buffered is dropped)."""
+    _STOPPING["signum"] = signum
+    raise SystemExit(128 + signum)
+
+
+def _in_worker(fn: TaskFn, task: Sequence[Cell]) -> list:
+    """A task as a worker runs it: refused once the sweep stopped this worker, so a task already
+    queued to it (the pool queues one ahead) is not started after the signal."""
+    if _STOPPING["signum"] is not None:
+        raise SystemExit(128 + _STOPPING["signum"])
+    try:
+        return fn(task)
+    except KeyboardInterrupt as exc:  # a run's guard turned the sweep's SIGTERM into KILLED
+        _STOPPING["signum"] = int(getattr(exc, "signum", 15))
+        raise
 
 
 def _stop_workers(pool: ProcessPoolExecutor, grace_s: float = 10.0) -> None:
@@ -82,10 +107,10 @@ def _stop_workers(pool: ProcessPoolExecutor, grace_s: float = 10.0) -> None:
     import time
 
     procs = list((getattr(pool, "_processes", None) or {}).values())  # the pool's own handles
+    pool.shutdown(wait=False, cancel_futures=True)  # queued tasks first, so fewer reach a worker
     for p in procs:
         if p.is_alive():
             os.kill(p.pid, signal.SIGTERM)
-    pool.shutdown(wait=False, cancel_futures=True)
     deadline = time.monotonic() + grace_s
     for p in procs:
         p.join(max(0.0, deadline - time.monotonic()))
