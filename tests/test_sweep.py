@@ -327,3 +327,22 @@ def test_cli_runs_an_inline_grid_and_reports_failed_cells(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "| 0 | 3 | 0 | FINISHED |" in out and "| 1 | 1e+04 | 0 | FAILED |" in out
     assert "1 cell(s) FAILED" in err and "DivergenceError" in err
+
+
+def test_tasks_start_longest_first(tmp_path):
+    """A pool's makespan: the deepest (slowest) group starts first, so two cores end together on the
+    depth sweep's three groups instead of running the two shortest one after the other."""
+
+    class Recording:
+        processes, order = 2, []
+
+        def map(self, fn, tasks):
+            for task in tasks:
+                self.order.append((task[0].config.model.depth, len(task)))
+                yield task, fn(task)
+
+    grid = {"model.depth": [1, 2, 3], "switch.at_step": [0, 150]}
+    sweep = make_sweep(tiny_base(tmp_path), name="order", grid=grid, batched=True)
+    executor = Recording()
+    assert not run_sweep(sweep, executor=executor, progress=False).failed
+    assert executor.order == [(3, 2), (2, 2), (1, 2)]

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import torch
+from omegaconf import OmegaConf
 
 from .. import tracking
 from ..batching import plan_groups
@@ -199,6 +200,15 @@ def plan_tasks(cells: Sequence[Cell], batched: bool = False, max_members: int = 
     return [[cells[i] for i in group] for group in plan_groups([c.config for c in cells], max_members)]
 
 
+def task_cost(task: Sequence[Cell], batched: bool = True) -> float:
+    """A task's expected time, up to a constant: its member-steps times the depth (the matrix products
+    of a step grow with it). Tasks start longest first, so that on a pool the last one to start is a
+    short one (the depth sweep's three groups on two cores: the makespan of the longest group, not of
+    the two shortest run after each other)."""
+    depth = max(int(OmegaConf.select(c.config, "model.depth", default=1) or 1) for c in task)
+    return task_steps(task, batched) * depth
+
+
 @dataclass
 class SweepResult:
     """The outcome of :func:`run_sweep`: the table, the summary metrics and where they are recorded."""
@@ -275,6 +285,7 @@ def _run_sweep(sweep: Sweep, callbacks: Sequence[Any], executor: Any, progress: 
         results.update(_resumed(client, exp_id, parent_id, sweep))
     todo = [c for c in sweep.cells if c.index not in results]
     tasks = plan_tasks(todo, sweep.settings.batched, sweep.settings.max_members)
+    tasks.sort(key=lambda t: -task_cost(t, sweep.settings.batched))  # longest first: workers end together
     fn = functools.partial(
         run_cells,
         parent_run_id=parent_id,
