@@ -201,6 +201,9 @@ def sweep_main(argv: Sequence[str]) -> int:
         return dry_run_sweep(sweep, flags)
 
     from ..config import ConfigError
+    from ..sweep.executors import start_pool_server
+
+    start_pool_server(sweep.settings, len(sweep.cells))  # its imports run beside ours
     from ..sweep.runner import run_sweep, warn_remote_store
 
     warn_remote_store(sweep)

@@ -202,8 +202,8 @@ def plan_tasks(cells: Sequence[Cell], batched: bool = False, max_members: int = 
 
 def task_cost(task: Sequence[Cell], batched: bool = True) -> float:
     """A task's expected time, up to a constant: its member-steps times the depth (the matrix products
-    of a step grow with it). Tasks start longest first, so that on a pool the last one to start is a
-    short one (the depth sweep's three groups on two cores: the makespan of the longest group, not of
+    of a step grow with it). On a pool tasks start longest first, so that the last one to start is a
+    short one; in one process they run in the grid's order (the depth sweep's three groups on two cores: the makespan of the longest group, not of
     the two shortest run after each other)."""
     depth = max(int(OmegaConf.select(c.config, "model.depth", default=1) or 1) for c in task)
     return task_steps(task, batched) * depth
@@ -285,7 +285,6 @@ def _run_sweep(sweep: Sweep, callbacks: Sequence[Any], executor: Any, progress: 
         results.update(_resumed(client, exp_id, parent_id, sweep))
     todo = [c for c in sweep.cells if c.index not in results]
     tasks = plan_tasks(todo, sweep.settings.batched, sweep.settings.max_members)
-    tasks.sort(key=lambda t: -task_cost(t, sweep.settings.batched))  # longest first: workers end together
     fn = functools.partial(
         run_cells,
         parent_run_id=parent_id,
@@ -294,6 +293,8 @@ def _run_sweep(sweep: Sweep, callbacks: Sequence[Any], executor: Any, progress: 
         torch_threads=sweep.settings.torch_threads,
     )
     executor = executor or make_executor(sweep.settings)
+    if getattr(executor, "processes", 2) > 1:  # a pool or Ray: longest first, so the workers end together
+        tasks.sort(key=lambda t: -task_cost(t, sweep.settings.batched))
     counts = {"done": 0, "failed": 0, "skipped": len(results)}
     bar = StepsBar(
         {task[0].index: task_steps(task, sweep.settings.batched) for task in tasks},
