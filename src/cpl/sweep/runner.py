@@ -203,8 +203,8 @@ def plan_tasks(cells: Sequence[Cell], batched: bool = False, max_members: int = 
 def task_cost(task: Sequence[Cell], batched: bool = True) -> float:
     """A task's expected time, up to a constant: its member-steps times the depth (the matrix products
     of a step grow with it). On a pool tasks start longest first, so that the last one to start is a
-    short one; in one process they run in the grid's order (the depth sweep's three groups on two cores: the makespan of the longest group, not of
-    the two shortest run after each other)."""
+    short one (the depth sweep's three groups on two cores: the makespan of the longest group, not of
+    the two shortest run one after the other); in one process they run in the grid's order."""
     depth = max(int(OmegaConf.select(c.config, "model.depth", default=1) or 1) for c in task)
     return task_steps(task, batched) * depth
 
