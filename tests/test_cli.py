@@ -127,6 +127,16 @@ def test_train_names_the_run_after_its_overrides_tags_them_and_prints_its_page(c
     assert pdf.read_bytes()[:5] == b"%PDF-"
 
 
+def test_figure_formats_choose_what_a_run_logs(confs):
+    uri, _ = confs
+    assert main(["train", "conf=tiny", "log.figure_formats=[svg]", "trainer.checkpoint_dir=ck"]) == 0
+    (run,) = _runs(uri)
+    client = MlflowClient(uri)
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {"figures/singular_values.svg"}
+    svg = Path(client.download_artifacts(run.info.run_id, "figures/singular_values.svg", str(confs[1].parent)))
+    assert b"<svg" in svg.read_bytes()[:2000]
+
+
 def test_train_refuses_a_sweep_conf_and_bad_options(confs, capsys):
     assert main(["train", "conf=tiny_sweep"]) == 2
     err = capsys.readouterr().err

@@ -156,13 +156,14 @@ def critical_period_figure(
 FIGURE_FORMATS = ("png", "pdf")
 
 
-def log_figure(client, run_id: str, fig, path: str) -> list[str]:
-    """Log ``fig`` at ``path`` (``.png``) and beside it in the other :data:`FIGURE_FORMATS`; return the paths.
+def log_figure(client, run_id: str, fig, path: str, formats: Sequence[str] = FIGURE_FORMATS) -> list[str]:
+    """Log ``fig`` at ``path`` in each of ``formats`` (the extension of ``path`` replaced; a path
+    without one of them is logged as it is); return the paths.
 
     ``client`` is an ``mlflow.MlflowClient`` (anything with ``log_figure(run_id, figure, artifact_file)``).
     """
     stem, dot, ext = path.rpartition(".")
-    paths = [path] + ([f"{stem}.{f}" for f in FIGURE_FORMATS if f != ext] if dot and ext in FIGURE_FORMATS else [])
+    paths = [f"{stem}.{f}" for f in formats] if dot and ext in ("png", "pdf", "svg") and formats else [path]
     for p in paths:
         client.log_figure(run_id, fig, p)
     return paths

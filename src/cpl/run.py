@@ -196,7 +196,7 @@ def _record_member(
     figures: list[str] = []
     if cfg.log.figures:
         for name, fig in exp.member_figures(e).items():
-            figures += log_figure(client, run_id, fig, name)  # PNG and PDF
+            figures += log_figure(client, run_id, fig, name, list(cfg.log.get("figure_formats") or ["png"]))
     series = dict(exp.member_traces(e))
     if "test/final_error" in metrics:
         series.update(_dense_series(exp.module, e, exp.schedule, final=(end, metrics["test/final_error"])))

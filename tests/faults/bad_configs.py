@@ -38,6 +38,7 @@ MATCOMP = [
     *_values(M, "log.sv_top_k", ["0", "1000"]),
     *_values(M, "log.sv_log_every_n_steps", ["7", "0"]),
     *_values(M, "log.trace_every_n_steps", ["0"]),
+    *_values(M, "log.figure_formats", ["[jpg]", "[]", "[png,png]"]),
     *_values(M, "tracking.timeout_s", ["0", "-1", "1000000"]),
     *_values(M, "tracking.retries", ["-1", "1000"]),
     *_values(M, "tracking.uri", ["htp://x", "sqlite:/x.db", "http://host:port", "ftp://host/x", "sqlite:///"]),
