@@ -6,6 +6,8 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Iterator, Optional, Sequence
 
+from omegaconf import OmegaConf
+
 from .spec import Cell, CellResult, SweepConfig
 
 __all__ = [
@@ -16,6 +18,8 @@ __all__ = [
     "usable_cores",
     "pool_context",
     "start_pool_server",
+    "start_order",
+    "task_cost",
 ]
 
 
@@ -32,6 +36,25 @@ def usable_cores() -> int:
 
 def failed_results(task: Sequence[Cell], exc: BaseException) -> list[CellResult]:
     return [CellResult(c.index, c.config_hash, "FAILED", error=f"{type(exc).__name__}: {exc}") for c in task]
+
+
+def task_cost(task: Sequence[Cell], batched: bool = True) -> float:
+    """A task's expected time, up to a constant: its member-steps times the depth (the matrix products
+    of a step grow with it). On a pool tasks start longest first, so that the last one to start is a
+    short one (the depth sweep's three groups on two cores: the makespan of the longest group, not of
+    the two shortest run one after the other); in one process they run in the grid's order."""
+    from .progress import task_steps  # torch: not needed to start a pool's server
+
+    depth = max(int(OmegaConf.select(c.config, "model.depth", default=1) or 1) for c in task)
+    return task_steps(task, batched) * depth
+
+
+def start_order(tasks: list[list[Cell]], executor: Any, batched: bool) -> list[list[Cell]]:
+    """On a pool or Ray, the tasks longest first (:func:`task_cost`), so that the workers end together;
+    in one process, the grid's order."""
+    if getattr(executor, "processes", 2) <= 1:
+        return tasks
+    return sorted(tasks, key=lambda t: -task_cost(t, batched))
 
 
 class LocalExecutor:

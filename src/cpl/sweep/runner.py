@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import torch
-from omegaconf import OmegaConf
 
 from .. import tracking
 from ..batching import plan_groups
@@ -54,7 +53,7 @@ from ..guard import held_signals, interrupt_signals, precheck, terminate_running
 from ..run import train, train_group
 from . import claims
 from .analysis import critical_period_table, log_summary, table_markdown
-from .executors import make_executor
+from .executors import make_executor, start_order
 from .progress import StepsBar, task_steps
 from .resume import find_or_create_parent, finished_cells
 from .spec import Cell, CellResult, Sweep
@@ -200,15 +199,6 @@ def plan_tasks(cells: Sequence[Cell], batched: bool = False, max_members: int = 
     return [[cells[i] for i in group] for group in plan_groups([c.config for c in cells], max_members)]
 
 
-def task_cost(task: Sequence[Cell], batched: bool = True) -> float:
-    """A task's expected time, up to a constant: its member-steps times the depth (the matrix products
-    of a step grow with it). On a pool tasks start longest first, so that the last one to start is a
-    short one (the depth sweep's three groups on two cores: the makespan of the longest group, not of
-    the two shortest run one after the other); in one process they run in the grid's order."""
-    depth = max(int(OmegaConf.select(c.config, "model.depth", default=1) or 1) for c in task)
-    return task_steps(task, batched) * depth
-
-
 @dataclass
 class SweepResult:
     """The outcome of :func:`run_sweep`: the table, the summary metrics and where they are recorded."""
@@ -293,8 +283,7 @@ def _run_sweep(sweep: Sweep, callbacks: Sequence[Any], executor: Any, progress: 
         torch_threads=sweep.settings.torch_threads,
     )
     executor = executor or make_executor(sweep.settings)
-    if getattr(executor, "processes", 2) > 1:  # a pool or Ray: longest first, so the workers end together
-        tasks.sort(key=lambda t: -task_cost(t, sweep.settings.batched))
+    tasks = start_order(tasks, executor, sweep.settings.batched)
     counts = {"done": 0, "failed": 0, "skipped": len(results)}
     bar = StepsBar(
         {task[0].index: task_steps(task, sweep.settings.batched) for task in tasks},
