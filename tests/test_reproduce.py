@@ -338,3 +338,21 @@ def test_reproduce_quick_passes_every_claim(tmp_path, monkeypatch):
     assert code == 0 and all(c["passed"] is not False for c in claims)
     if seconds > 600:  # the issue's budget on 2 quiet cores; a shared CI machine may be slower, so no assert
         warnings.warn(f"reproduce quick took {seconds:.0f} s, over its 10-minute budget", stacklevel=1)
+
+
+def test_jobs_on_a_process_pool_run_their_cells(tmp_path):
+    """The full profile's onset sweeps run on a process pool (sweep.processes: 0): the job's callbacks
+    must reach the workers (its bar stays here) and every cell finish."""
+    from types import SimpleNamespace
+
+    from cpl.reproduce.runner import run_jobs
+    from cpl.sweep import make_sweep
+    from test_sweep import tiny_base
+
+    sweep = make_sweep(
+        tiny_base(tmp_path), name="pooled", grid={"model.depth": [1, 2], "switch.at_step": [0, 100]}, batched=True
+    )
+    sweep.settings.processes = 2
+    res = run_jobs(SimpleNamespace(jobs={}, profile="test"), {("pooled", ""): sweep}, client=None, progress=True)
+    rows = res.sweeps[("pooled", "")].rows
+    assert [r["status"] for r in rows] == ["FINISHED"] * 4, [r.get("error") for r in rows]

@@ -56,8 +56,12 @@ class _StepProgress(L.Callback):
     def __init__(self, bar: Any, every: int = 100):
         self.bar, self.every, self.label = bar, every, ""
 
+    def __getstate__(self) -> dict:
+        # a pool's worker gets no bar (a tqdm bar does not pickle): there the sweep's own bar reports
+        return {**self.__dict__, "bar": None}
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step % self.every == 0:
+        if self.bar is not None and trainer.global_step % self.every == 0:
             self.bar.set_postfix_str(f"{self.label} step {trainer.global_step}/{trainer.max_steps}", refresh=True)
 
 
@@ -78,6 +82,13 @@ def _phase(job: Job) -> dict[str, Any]:
     return out
 
 
+def _pooled(sweep: Sweep) -> bool:
+    """Whether the sweep's cells run in a process pool (not in this process)."""
+    from ..sweep.executors import LocalExecutor
+
+    return sweep.settings.executor != "local" or LocalExecutor(sweep.settings.processes).processes > 1
+
+
 def run_jobs(decl: Declarations, sweeps: dict[tuple[str, str], Sweep], client: Any, progress: bool = True) -> Results:
     """Run (or read back) every sweep and phase job; a sweep shared by two jobs runs once."""
     res = Results(client)
@@ -96,7 +107,8 @@ def run_jobs(decl: Declarations, sweeps: dict[tuple[str, str], Sweep], client: A
             key = (sweep.name, sweep.sweep_hash)
             if key not in done:
                 t0 = time.perf_counter()
-                out = run_sweep(sweep, callbacks=[steps], progress=False)
+                # on a process pool the steps reach the sweep's own bar (cells run elsewhere)
+                out = run_sweep(sweep, callbacks=[steps], progress=progress and _pooled(sweep))
                 done[key] = SweepOutcome(
                     job,
                     variant,
