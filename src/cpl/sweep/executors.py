@@ -58,7 +58,7 @@ def start_order(tasks: list[list[Cell]], executor: Any, batched: bool) -> list[l
 
 
 class LocalExecutor:
-    """Run tasks in this process (``processes=1``) or in a pool of spawned processes.
+    """Run tasks in this process (``processes=1``) or in a pool of processes (:func:`pool_context`).
 
     Args:
         processes: 1 = in-process, n > 1 = a pool of n processes, 0 = one per core this process may
