@@ -346,3 +346,25 @@ def test_tasks_start_longest_first(tmp_path):
     executor = Recording()
     assert not run_sweep(sweep, executor=executor, progress=False).failed
     assert executor.order == [(3, 2), (2, 2), (1, 2)]
+
+
+@pytest.mark.parametrize("processes, expected", [(1, [[1, 1, 2, 2]]), (2, [[1, 1], [2, 2]])])
+def test_cells_of_one_shape_are_split_across_a_pools_workers(tmp_path, processes, expected):
+    """Cells that could all batch into one run (one shape) are split, whole onset chains at a time
+    (both onsets of a seed in one task: its trunk trained once), so that every worker of a pool gets
+    a task; one process keeps one batched run."""
+
+    class Recording:
+        def __init__(self, processes):
+            self.processes, self.seeds = processes, []
+
+        def map(self, fn, tasks):
+            for task in tasks:
+                self.seeds.append(sorted(c.config.seed for c in task))
+                yield task, fn(task)
+
+    grid = {"seed": [1, 2], "switch.at_step": [0, 150]}  # two onset chains of two cells, one shape
+    sweep = make_sweep(tiny_base(tmp_path), name="split", grid=grid, batched=True)
+    executor = Recording(processes)
+    assert not run_sweep(sweep, executor=executor, progress=False).failed
+    assert executor.seeds == expected

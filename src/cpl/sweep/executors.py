@@ -19,6 +19,7 @@ __all__ = [
     "pool_context",
     "start_pool_server",
     "start_order",
+    "members_per_task",
     "task_cost",
 ]
 
@@ -47,6 +48,15 @@ def task_cost(task: Sequence[Cell], batched: bool = True) -> float:
 
     depth = max(int(OmegaConf.select(c.config, "model.depth", default=1) or 1) for c in task)
     return task_steps(task, batched) * depth
+
+
+def members_per_task(n_cells: int, executor: Any, max_members: int) -> int:
+    """The most members of one batched task: ``max_members``, and few enough that each of a pool's
+    workers gets a task (``ceil(n_cells / workers)``). Cells of one shape would otherwise form a single
+    task on one core (the rank, observation-count, init-scale and seed sweeps: 36-45 cells, one shape).
+    A task keeps its onset chains whole, so no pre-training trunk is trained twice."""
+    workers = int(getattr(executor, "processes", None) or 1)
+    return max(1, min(max_members, -(-n_cells // workers)))
 
 
 def start_order(tasks: list[list[Cell]], executor: Any, batched: bool) -> list[list[Cell]]:

@@ -53,7 +53,7 @@ from ..guard import held_signals, interrupt_signals, precheck, terminate_running
 from ..run import train, train_group
 from . import claims
 from .analysis import critical_period_table, log_summary, table_markdown
-from .executors import make_executor, start_order
+from .executors import make_executor, members_per_task, start_order
 from .progress import StepsBar, task_steps
 from .resume import find_or_create_parent, finished_cells
 from .spec import Cell, CellResult, Sweep
@@ -274,7 +274,9 @@ def _run_sweep(sweep: Sweep, callbacks: Sequence[Any], executor: Any, progress: 
     if resumed_parent:
         results.update(_resumed(client, exp_id, parent_id, sweep))
     todo = [c for c in sweep.cells if c.index not in results]
-    tasks = plan_tasks(todo, sweep.settings.batched, sweep.settings.max_members)
+    executor = executor or make_executor(sweep.settings)
+    size = members_per_task(len(todo), executor, sweep.settings.max_members)
+    tasks = start_order(plan_tasks(todo, sweep.settings.batched, size), executor, sweep.settings.batched)
     fn = functools.partial(
         run_cells,
         parent_run_id=parent_id,
@@ -282,8 +284,6 @@ def _run_sweep(sweep: Sweep, callbacks: Sequence[Any], executor: Any, progress: 
         callbacks=tuple(callbacks),
         torch_threads=sweep.settings.torch_threads,
     )
-    executor = executor or make_executor(sweep.settings)
-    tasks = start_order(tasks, executor, sweep.settings.batched)
     counts = {"done": 0, "failed": 0, "skipped": len(results)}
     bar = StepsBar(
         {task[0].index: task_steps(task, sweep.settings.batched) for task in tasks},
