@@ -356,3 +356,33 @@ def test_jobs_on_a_process_pool_run_their_cells(tmp_path):
     res = run_jobs(SimpleNamespace(jobs={}, profile="test"), {("pooled", ""): sweep}, client=None, progress=True)
     rows = res.sweeps[("pooled", "")].rows
     assert [r["status"] for r in rows] == ["FINISHED"] * 4, [r.get("error") for r in rows]
+
+
+def test_a_figure_without_its_pdf_is_reported_without_a_pdf_link(tmp_path):
+    """A sweep recorded with log.figure_formats=[png] (reused by a later reproduce): the report shows
+    its PNG without a PDF link instead of failing after the runs; a missing PNG still fails."""
+    from types import SimpleNamespace
+
+    from cpl.reproduce.report import _markdown, collect_figures
+
+    class Client:
+        def download_artifacts(self, run_id, path, dst):
+            if path.endswith(".pdf") and run_id == "png-only":
+                raise RuntimeError(f"Failed to download artifacts from path '{path}'")
+            Path(dst).mkdir(parents=True, exist_ok=True)
+            (Path(dst) / Path(path).name).write_bytes(b"x")
+            return str(Path(dst) / Path(path).name)
+
+    job = SimpleNamespace(artifacts={"parent": ["summary/relative_error.png"]}, figure="fig4")
+    decl = SimpleNamespace(figures={"fig4": "Fig. 4"}, jobs={"a": job, "b": job}, profile="test")
+    sweeps = {("a", ""): SimpleNamespace(parent_run_id="both"), ("b", ""): SimpleNamespace(parent_run_id="png-only")}
+    res = SimpleNamespace(sweeps=sweeps, client=Client(), phase={})
+    figs = collect_figures(decl, res, tmp_path)
+    assert figs["fig4"] == ["figures/a_summary_relative_error.png", "figures/b_summary_relative_error.png"]
+    md = _markdown(decl, [], figs, {}, tmp_path)
+    assert "[PDF](figures/a_summary_relative_error.pdf)" in md and "b_summary_relative_error.pdf" not in md
+
+    job.artifacts = {"parent": ["summary/missing.png"]}
+    res.client.download_artifacts = lambda *a: (_ for _ in ()).throw(RuntimeError("no such artifact"))
+    with pytest.raises(RuntimeError, match="no such artifact"):
+        collect_figures(decl, res, tmp_path)

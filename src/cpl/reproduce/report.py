@@ -72,7 +72,8 @@ def claims_table(rows: list[dict[str, Any]]) -> str:
 
 
 def collect_figures(decl: Declarations, res: Results, out: Path) -> dict[str, list[str]]:
-    """Copy every declared figure (PNG and PDF) under ``out/figures``; figure id -> PNG paths (relative)."""
+    """Copy every declared figure (PNG, and its PDF where the run logged one) under ``out/figures``;
+    figure id -> PNG paths (relative)."""
     from ..figures import FIGURE_FORMATS
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -92,19 +93,32 @@ def collect_figures(decl: Declarations, res: Results, out: Path) -> dict[str, li
         for run_id, path, label in sources:
             stem = "_".join(x for x in (job, variant, label, Path(path).stem) if x)
             for ext in (".png", ".pdf"):
-                src = res.client.download_artifacts(run_id, str(Path(path).with_suffix(ext)), str(out / "tmp"))
+                try:
+                    src = res.client.download_artifacts(run_id, str(Path(path).with_suffix(ext)), str(out / "tmp"))
+                except Exception:  # noqa: BLE001 - MlflowException: not logged
+                    if ext == ".png":
+                        raise
+                    continue  # a run recorded with log.figure_formats=[png] (reused by a later reproduce)
                 shutil.move(src, out / "figures" / f"{stem}{ext}")
             figs[decl.jobs[job].figure].append(f"figures/{stem}.png")
     shutil.rmtree(out / "tmp", ignore_errors=True)
     return figs
 
 
-def _markdown(decl: Declarations, rows: list[dict[str, Any]], figs: dict[str, list[str]], meta: dict) -> str:
+def _pdf_link(out: Path, png: str, kind: str) -> str:
+    """`` (PDF)`` linking the figure's PDF beside it, or nothing where there is none."""
+    pdf = str(Path(png).with_suffix(".pdf"))
+    if not (out / pdf).is_file():
+        return ""
+    return f" ([PDF]({pdf}))" if kind == "md" else f" (<a href='{html.escape(pdf)}'>PDF</a>)"
+
+
+def _markdown(decl: Declarations, rows: list[dict[str, Any]], figs: dict[str, list[str]], meta: dict, out: Path) -> str:
     lines = [f"# Reproduction of Kleinman, Achille & Soatto (ICLR 2024): profile {decl.profile}", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items()] + [""]
     for fid, title in decl.figures.items():
         lines += [f"## {title}", ""]
-        lines += [f"![{Path(p).stem}]({p}) ([PDF]({Path(p).with_suffix('.pdf')}))" for p in figs.get(fid, [])]
+        lines += [f"![{Path(p).stem}]({p})" + _pdf_link(out, p, "md") for p in figs.get(fid, [])]
         lines += ["", "| claim | measured | test | status |", "|---|---|---|---|"]
         for r in (r for r in rows if r["figure"] == fid):
             lines.append(
@@ -115,7 +129,9 @@ def _markdown(decl: Declarations, rows: list[dict[str, Any]], figs: dict[str, li
     return "\n".join(lines)
 
 
-def _html(decl: Declarations, rows: list[dict[str, Any]], figs: dict[str, list[str]], meta: dict, links: dict) -> str:
+def _html(
+    decl: Declarations, rows: list[dict[str, Any]], figs: dict[str, list[str]], meta: dict, links: dict, out: Path
+) -> str:
     e = html.escape
     parts = [
         "<!doctype html><meta charset='utf-8'><title>cpl reproduce</title>",
@@ -127,8 +143,7 @@ def _html(decl: Declarations, rows: list[dict[str, Any]], figs: dict[str, list[s
     for fid, title in decl.figures.items():
         parts.append(f"<h2 id='{e(fid)}'>{e(title)}</h2>")
         for p in figs.get(fid, []):
-            pdf = Path(p).with_suffix(".pdf")
-            parts.append(f"<figure><img src='{e(p)}'><figcaption>{e(Path(p).stem)} (<a href='{e(str(pdf))}'>PDF</a>)")
+            parts.append(f"<figure><img src='{e(p)}'><figcaption>{e(Path(p).stem)}{_pdf_link(out, p, 'html')}")
             parts.append("</figcaption></figure>")
         parts.append("<table><tr><th>claim</th><th>measured</th><th>test</th><th>status</th><th>runs</th></tr>")
         for r in (r for r in rows if r["figure"] == fid):
@@ -150,8 +165,8 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     figs = collect_figures(decl, res, out)
     files = {"html": out / "index.html", "md": out / "report.md", "json": out / "claims.json"}
-    files["html"].write_text(_html(decl, rows, figs, meta, links))
-    files["md"].write_text(_markdown(decl, rows, figs, meta))
+    files["html"].write_text(_html(decl, rows, figs, meta, links, out))
+    files["md"].write_text(_markdown(decl, rows, figs, meta, out))
     plain = [{**r, "value": None if math.isnan(r["value"]) else r["value"]} for r in rows]  # JSON has no NaN
     files["json"].write_text(json.dumps(plain, indent=1, default=str) + "\n")
     return files

@@ -30,7 +30,8 @@ def job_sweep(job: Job, variant: str, extra: Sequence[str] = ()) -> Sweep:
     variant names its sweep after the job.
     """
     raw, _ = read_conf(job.conf)
-    over = list(job.overrides) + list(job.variants[variant]) + list(extra)
+    # the report shows every figure with its PDF (the onset sweeps' cells log PNG only by default)
+    over = ["log.figure_formats=[png,pdf]", *job.overrides, *job.variants[variant], *extra]
     if "sweep" not in raw:
         if not any(o.startswith("sweep.grid") for o in over):
             over.append(f"sweep.grid.seed=[{int(raw.get('seed', 0))}]")
