@@ -368,3 +368,19 @@ def test_cells_of_one_shape_are_split_across_a_pools_workers(tmp_path, processes
     executor = Recording(processes)
     assert not run_sweep(sweep, executor=executor, progress=False).failed
     assert executor.seeds == expected
+
+
+def test_a_callback_that_served_a_run_in_this_process_still_reaches_a_pool(tmp_path):
+    """Lightning binds the module's log methods onto every callback of a fit: passed on to a pooled
+    sweep afterwards, such a callback pickled the whole module and every cell FAILED (reproduce's
+    full profile: the one-cell fig10 sweep in-process, then the pooled partial-information sweep)."""
+    from cpl.run import train
+
+    probe = Callback()
+    train(tiny_base(tmp_path / "single"), callbacks=[probe])
+    assert "log" in vars(probe)  # what Lightning left on it
+    grid = {"model.depth": [1, 2], "switch.at_step": [0]}
+    sweep = make_sweep(tiny_base(tmp_path), name="pooled", grid=grid, processes=2)
+    result = run_sweep(sweep, callbacks=[probe], progress=False)
+    assert [r["status"] for r in result.rows] == ["FINISHED"] * 2, result.failed
+    assert "log" in vars(probe)  # the caller's object is left as it was

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -20,6 +21,7 @@ __all__ = [
     "start_pool_server",
     "start_order",
     "members_per_task",
+    "portable_callbacks",
     "task_cost",
 ]
 
@@ -57,6 +59,24 @@ def members_per_task(n_cells: int, executor: Any, max_members: int) -> int:
     A task keeps its onset chains whole, so no pre-training trunk is trained twice."""
     workers = int(getattr(executor, "processes", None) or 1)
     return max(1, min(max_members, -(-n_cells // workers)))
+
+
+def portable_callbacks(callbacks: Sequence[Any], executor: Any) -> tuple:
+    """The callbacks as a task carries them: as they are in this process; for a pool or Ray, shallow
+    copies without the module's ``log``/``log_dict`` that Lightning binds onto every callback of a fit
+    (a callback that already served an in-process run would otherwise pickle that whole module, and
+    its tensors' views fail to pickle: every cell of the sweep FAILED)."""
+    if getattr(executor, "processes", 2) <= 1:
+        return tuple(callbacks)
+    out = []
+    for cb in callbacks:
+        bound = [k for k in ("log", "log_dict") if k in getattr(cb, "__dict__", {})]
+        if bound:
+            cb = copy.copy(cb)
+            for k in bound:
+                delattr(cb, k)
+        out.append(cb)
+    return tuple(out)
 
 
 def start_order(tasks: list[list[Cell]], executor: Any, batched: bool) -> list[list[Cell]]:

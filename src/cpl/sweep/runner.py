@@ -53,7 +53,7 @@ from ..guard import held_signals, interrupt_signals, precheck, terminate_running
 from ..run import train, train_group
 from . import claims
 from .analysis import critical_period_table, log_summary, table_markdown
-from .executors import make_executor, members_per_task, start_order
+from .executors import make_executor, members_per_task, portable_callbacks, start_order
 from .progress import StepsBar, task_steps
 from .resume import find_or_create_parent, finished_cells
 from .spec import Cell, CellResult, Sweep
@@ -281,7 +281,7 @@ def _run_sweep(sweep: Sweep, callbacks: Sequence[Any], executor: Any, progress: 
         run_cells,
         parent_run_id=parent_id,
         tags={"cpl.sweep.name": sweep.name, "cpl.sweep.hash": sweep.sweep_hash},
-        callbacks=tuple(callbacks),
+        callbacks=portable_callbacks(callbacks, executor),
         torch_threads=sweep.settings.torch_threads,
     )
     counts = {"done": 0, "failed": 0, "skipped": len(results)}
