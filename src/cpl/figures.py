@@ -12,6 +12,8 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from .config.sections import FORMATS
+
 __all__ = [
     "new_figure",
     "palette",
@@ -163,7 +165,7 @@ def log_figure(client, run_id: str, fig, path: str, formats: Sequence[str] = FIG
     ``client`` is an ``mlflow.MlflowClient`` (anything with ``log_figure(run_id, figure, artifact_file)``).
     """
     stem, dot, ext = path.rpartition(".")
-    paths = [f"{stem}.{f}" for f in formats] if dot and ext in ("png", "pdf", "svg") and formats else [path]
+    paths = [f"{stem}.{f}" for f in formats] if dot and ext in FORMATS and formats else [path]
     for p in paths:
         client.log_figure(run_id, fig, p)
     return paths

@@ -84,10 +84,10 @@ def _phase(job: Job) -> dict[str, Any]:
 
 
 def _pooled(sweep: Sweep) -> bool:
-    """Whether the sweep's cells run in a process pool (not in this process)."""
-    from ..sweep.executors import LocalExecutor
+    """Whether the sweep's cells run outside this process (a pool, or Ray)."""
+    from ..sweep.executors import make_executor, pooled
 
-    return sweep.settings.executor != "local" or LocalExecutor(sweep.settings.processes).processes > 1
+    return pooled(make_executor(sweep.settings))
 
 
 def run_jobs(decl: Declarations, sweeps: dict[tuple[str, str], Sweep], client: Any, progress: bool = True) -> Results:

@@ -22,6 +22,7 @@ __all__ = [
     "start_order",
     "members_per_task",
     "portable_callbacks",
+    "pooled",
     "task_cost",
 ]
 
@@ -61,12 +62,17 @@ def members_per_task(n_cells: int, executor: Any, max_members: int) -> int:
     return max(1, min(max_members, -(-n_cells // workers)))
 
 
+def pooled(executor: Any) -> bool:
+    """Whether tasks run outside this process: a pool of several processes, or Ray (no ``processes``)."""
+    return getattr(executor, "processes", 2) > 1
+
+
 def portable_callbacks(callbacks: Sequence[Any], executor: Any) -> tuple:
     """The callbacks as a task carries them: as they are in this process; for a pool or Ray, shallow
     copies without the module's ``log``/``log_dict`` that Lightning binds onto every callback of a fit
     (a callback that already served an in-process run would otherwise pickle that whole module, and
     its tensors' views fail to pickle: every cell of the sweep FAILED)."""
-    if getattr(executor, "processes", 2) <= 1:
+    if not pooled(executor):
         return tuple(callbacks)
     out = []
     for cb in callbacks:
@@ -82,7 +88,7 @@ def portable_callbacks(callbacks: Sequence[Any], executor: Any) -> tuple:
 def start_order(tasks: list[list[Cell]], executor: Any, batched: bool) -> list[list[Cell]]:
     """On a pool or Ray, the tasks longest first (:func:`task_cost`), so that the workers end together;
     in one process, the grid's order."""
-    if getattr(executor, "processes", 2) <= 1:
+    if not pooled(executor):
         return tasks
     return sorted(tasks, key=lambda t: -task_cost(t, batched))
 
