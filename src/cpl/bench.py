@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from . import tracking
 from .config import load_config, max_steps
+from .core import gemm
 from .run import build, train, train_group
 
 __all__ = ["plain_matcomp_loop", "bench_train", "bench_sweep", "bench_users", "scaled_sweep_overrides"]
@@ -342,6 +343,7 @@ def bench_users(conf: str = "matcomp_depth_sweep", scale: float = 1.0, subset: S
         "plain_seconds": plain_s,
         "speedup": plain_s / users_s,
         "torch_threads": sweep.settings.torch_threads,
+        "step_products": gemm.blas_kernels() if sweep.settings.torch_threads == 1 else "torch",
         "max_rel_final_diff": max(rel) if rel else float("nan"),
         "finished_cells": len(finals),
         **numbers,

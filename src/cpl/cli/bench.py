@@ -171,6 +171,7 @@ def _bench_users_main(argv: Sequence[str]) -> int:
         return 2
     print(f"users benchmark: {conf} as `python scripts/sweep.py conf={conf} {' '.join(out['overrides'])}`".rstrip())
     print(f"cells: {out['cells']} ({out['finished_cells']} finished), torch threads per task {out['torch_threads']}")
+    print(f"a worker's step products: {out['step_products']}; the plain loop's: torch")
     print(f"cpl sweep (as users run it, MLflow included): {out['users_seconds']:9.1f} s")
     print(f"paper-style plain loop, same grid:            {out['plain_seconds']:9.1f} s")
     print(f"speedup: {out['speedup']:.2f}x  (target >= 5x)")

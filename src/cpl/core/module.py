@@ -14,6 +14,7 @@ from typing import Iterator, Mapping, Optional, Sequence
 import lightning as L
 import torch
 
+from . import gemm
 from .events import ChunkPlan, collect_schedule
 from .lightning_compat import FastHookNameMixin, attached_trainer, step_counter_incrementer
 from .members import member_metrics
@@ -128,15 +129,16 @@ class FullBatchModule(FastHookNameMixin, MemberWindows, L.LightningModule):
         # inside a call go straight to the optimizer and advance the step counter themselves; the
         # call's last step goes through Lightning (``on_before_optimizer_step`` runs once a call)
         advance = step_counter_incrementer(self.trainer) if n > 1 else None
-        for i in range(n):
-            last = i == n - 1 or advance is None
-            if fused:
-                value = opt.step(closure=closure) if last else self.sgd_step(lr)
-            else:
-                value = self.backward_step()
-                opt.step() if last else sgd.step()
-            if not last:
-                advance(1)
+        with gemm.step_products():  # numpy's OpenBLAS where it beats torch's MKL (cpl.core.gemm)
+            for i in range(n):
+                last = i == n - 1 or advance is None
+                if fused:
+                    value = opt.step(closure=closure) if last else self.sgd_step(lr)
+                else:
+                    value = self.backward_step()
+                    opt.step() if last else sgd.step()
+                if not last:
+                    advance(1)
         # once a call: a non-finite loss makes the weights, hence every later loss, non-finite
         self._check_finite(value, n)
         if scheduled:  # before any callback sees the new step (loggers, checkpoints)

@@ -7,6 +7,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torchmetrics.functional import mean_squared_error
 
+from ...core import gemm
 from ...core.members import trunk_owner
 from ...core.module import FullBatchModule
 from .model import DeepMatrixFactorization
@@ -182,7 +183,7 @@ class MatrixCompletionModule(FullBatchModule):
         factors = views if views is not None else [f[sel] for f in self.model.factors]
         prefixes = [factors[0]]
         for f in factors[1:]:
-            prefixes.append(torch.bmm(f, prefixes[-1]))
+            prefixes.append(gemm.bmm(f, prefixes[-1]))
         w = prefixes[-1]
         r = w - target
         self._record_trace(w, r, sel)
@@ -201,13 +202,13 @@ class MatrixCompletionModule(FullBatchModule):
         sel = self.active
         factors, prefixes, back, loss = self._residual(sel)
         for i in range(len(factors) - 1, -1, -1):
-            grad = torch.bmm(back, prefixes[i - 1].mT) if i > 0 else back
+            grad = gemm.bmm(back, prefixes[i - 1].mT) if i > 0 else back
             p = self.model.factors[i]
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             p.grad[sel] = grad
             if i > 0:
-                back = torch.bmm(factors[i].mT, back)
+                back = gemm.bmm(factors[i].mT, back)
         return loss
 
     supports_fused_sgd = True
@@ -226,8 +227,8 @@ class MatrixCompletionModule(FullBatchModule):
         for i in range(len(factors) - 1, -1, -1):
             f = factors[i]
             if i > 0:
-                nxt = torch.bmm(f.mT, back)
-                f.baddbmm_(back, prefixes[i - 1].mT, alpha=-lr)
+                nxt = gemm.bmm(f.mT, back)
+                gemm.baddbmm_(f, back, prefixes[i - 1].mT, alpha=-lr)
                 back = nxt
             else:
                 f.add_(back, alpha=-lr)
