@@ -10,7 +10,7 @@ configs: nothing here builds a module.
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,7 +18,7 @@ from .config import family, flatten
 from .config.sections import RUN_SHARED_KEYS
 from .core.members import MemberSchedule, onset_chain
 
-__all__ = ["batchable", "batch_key", "plan_groups", "plan_members"]
+__all__ = ["balance", "batchable", "batch_key", "cost", "plan_groups", "plan_members"]
 
 
 def _key(cfg: DictConfig, drop: Sequence[str] = (), keep: Sequence[str] | None = None) -> str:
@@ -54,11 +54,13 @@ def batch_key(cfg: DictConfig) -> str:
     return _key(cfg, keep=(*RUN_SHARED_KEYS, *(family(cfg.kind).batch_keys or ())))
 
 
-def plan_groups(cfgs: Sequence[DictConfig], max_members: int = 64) -> list[list[int]]:
+def plan_groups(cfgs: Sequence[DictConfig], max_members: int = 64, workers: int = 1) -> list[list[int]]:
     """Split cells into groups that each run as one batched run (indices into ``cfgs``).
 
-    Cells that cannot be batched form groups of one. A group keeps its onset chains whole and
-    holds at most ``max_members`` members otherwise.
+    Cells that cannot be batched form groups of one. With ``workers`` = 1 a group keeps its onset
+    chains whole and holds at most ``max_members`` members otherwise. With more workers (a pool), the
+    chains are dealt out so that the workers end together (:func:`balance`): a chain may be split
+    by onset, and each worker's share of one shape becomes one group (at most ``max_members``).
     """
     groups: dict[str, list[int]] = {}
     singles: list[list[int]] = []
@@ -67,17 +69,104 @@ def plan_groups(cfgs: Sequence[DictConfig], max_members: int = 64) -> list[list[
             groups.setdefault(batch_key(cfg), []).append(i)
         else:
             singles.append([i])
+    if workers > 1:
+        bins = balance(cfgs, [chain for members in groups.values() for chain in _chains(cfgs, members)], workers)
+        shares = [[piece for piece in share if batch_key(cfgs[piece[0]]) == key] for share in bins for key in groups]
+    else:
+        shares = [_chains(cfgs, members) for members in groups.values()]
     out: list[list[int]] = []
-    for members in groups.values():
+    for pieces in shares:
         current: list[int] = []
-        for chain in _chains(cfgs, members):
-            if current and len(current) + len(chain) > max_members:
+        for piece in pieces:
+            if current and len(current) + len(piece) > max_members:
                 out.append(current)
                 current = []
-            current.extend(chain)
+            current.extend(piece)
         if current:
             out.append(current)
     return out + singles
+
+
+def cost(cfgs: Sequence[DictConfig], cells: Sequence[int]) -> int:
+    """The expected time of running ``cells`` as one batched run, up to a constant: its member-steps
+    (shared trunks counted once) times the depth (a step's matrix products grow with it)."""
+    sub = [cfgs[i] for i in cells]
+    _, schedule = plan_members(sub)
+    return _depth(sub[0]) * sum(e - s for s, e in zip(schedule.starts, schedule.ends))
+
+
+def _depth(cfg: DictConfig) -> int:
+    return int(OmegaConf.select(cfg, "model.depth", default=1) or 1)
+
+
+def _onsets(cfgs: Sequence[DictConfig], cells: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """``{cell: (onset, steps after it)}``."""
+    out = {}
+    for i in cells:
+        fam = family(cfgs[i].kind)
+        onset = int(OmegaConf.select(cfgs[i], fam.schema.ONSET_KEY))
+        out[i] = (onset, fam.max_steps(cfgs[i]) - onset)
+    return out
+
+
+def _links(chain: Sequence[int], timing: Mapping[int, tuple[int, int]]) -> list[tuple[list[int], MemberSchedule]]:
+    """The cells of one onset chain as links of strictly increasing onsets, each with its schedule
+    (:func:`cpl.core.members.onset_chain`): cells with equal onsets go to further links."""
+    out = []
+    pending = sorted(chain, key=lambda i: timing[i][0])
+    while pending:
+        link, rest, last = [], [], None
+        for i in pending:
+            (rest if timing[i][0] == last else link).append(i)
+            last = timing[i][0]
+        out.append((link, onset_chain([timing[i][0] for i in link], [timing[i][1] for i in link])))
+        pending = rest
+    return out
+
+
+def _deal(costs: Sequence[int], workers: int) -> tuple[int, list[list[int]]]:
+    """Longest first, each to the least loaded worker: ``(makespan, indices per worker)``."""
+    loads, bins = [0] * workers, [[] for _ in range(workers)]
+    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        w = loads.index(min(loads))
+        loads[w] += costs[i]
+        bins[w].append(i)
+    return max(loads), bins
+
+
+def balance(cfgs: Sequence[DictConfig], chains: list[list[int]], workers: int) -> list[list[list[int]]]:
+    """Deal onset chains out to ``workers``, longest first, cutting the costliest piece in two by
+    onset (where the dealt makespan is shortest) while that shortens the makespan by more than 3%
+    (a cut trains the upper part's trunk again). The paper's observation-count sweep (five equal
+    chains) on two workers: two chains and part of the fifth each instead of three and two (the
+    makespan 960k member-steps instead of 1110k); four equal chains stay whole. Returns each
+    worker's pieces (lists of cell indices; every cell in exactly one)."""
+    timing = _onsets(cfgs, [i for c in chains for i in c])
+    depth = {i: _depth(cfgs[c[0]]) for c in chains for i in c}
+
+    def piece_cost(piece: list[int]) -> int:  # a part of one chain: its links' member-steps
+        steps = sum(e - s for _, sched in _links(piece, timing) for s, e in zip(sched.starts, sched.ends))
+        return depth[piece[0]] * steps
+
+    pieces = [list(c) for c in chains]
+    costs = [piece_cost(p) for p in pieces]
+    best, bins = _deal(costs, workers)
+    while len(pieces) < 4 * workers:
+        top = max(range(len(pieces)), key=costs.__getitem__)
+        rest, rest_costs = pieces[:top] + pieces[top + 1 :], costs[:top] + costs[top + 1 :]
+        ordered = sorted(pieces[top], key=lambda i: timing[i][0])
+        trials = []
+        for j in range(1, len(ordered)):  # cut by onset: the upper part trains its trunk again
+            cut = [ordered[:j], ordered[j:]]
+            trial_costs = rest_costs + [piece_cost(part) for part in cut]
+            trials.append((*_deal(trial_costs, workers), rest + cut, trial_costs))
+        if not trials:
+            break
+        span, trial_bins, trial, trial_costs = min(trials, key=lambda t: t[0])
+        if span >= 0.97 * best:
+            break
+        pieces, costs, best, bins = trial, trial_costs, span, trial_bins
+    return [[pieces[i] for i in share] for share in bins if share]
 
 
 def plan_members(cfgs: Sequence[DictConfig]) -> tuple[list[int], MemberSchedule]:
@@ -90,20 +179,11 @@ def plan_members(cfgs: Sequence[DictConfig]) -> tuple[list[int], MemberSchedule]
     order: list[int] = []
     schedule = MemberSchedule(starts=[], ends=[], sources=[], switch_steps=[])
     for chain in _chains(cfgs, range(len(cfgs))):
-        fam = family(cfgs[chain[0]].kind)
-        onset = {i: int(OmegaConf.select(cfgs[i], fam.schema.ONSET_KEY)) for i in chain}
-        pending = sorted(chain, key=onset.__getitem__)
-        while pending:
-            link, rest, last = [], [], None
-            for i in pending:
-                (rest if onset[i] == last else link).append(i)
-                last = onset[i]
-            sched = onset_chain([onset[i] for i in link], [fam.max_steps(cfgs[i]) - onset[i] for i in link])
+        for link, sched in _links(chain, _onsets(cfgs, chain)):
             offset = len(order)
             order.extend(link)
             schedule.starts.extend(sched.starts)
             schedule.ends.extend(sched.ends)
             schedule.sources.extend(None if s is None else s + offset for s in sched.sources)
             schedule.switch_steps.extend(sched.switch_steps)
-            pending = rest
     return order, schedule

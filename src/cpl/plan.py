@@ -69,9 +69,12 @@ class Calibration:
         return self.run_seconds + self.step_seconds * steps + self.member_seconds * member_steps
 
 
-def group_plans(cfgs: Sequence[DictConfig], batched: bool = True, max_members: int = 64) -> list[GroupPlan]:
-    """The groups the sweep runner forms from ``cfgs`` (:func:`cpl.batching.plan_groups`), with their steps."""
-    groups = plan_groups(cfgs, max_members) if batched else [[i] for i in range(len(cfgs))]
+def group_plans(
+    cfgs: Sequence[DictConfig], batched: bool = True, max_members: int = 64, workers: int = 1
+) -> list[GroupPlan]:
+    """The groups the sweep runner forms from ``cfgs`` for ``workers`` processes
+    (:func:`cpl.batching.plan_groups`), with their steps."""
+    groups = plan_groups(cfgs, max_members, workers) if batched else [[i] for i in range(len(cfgs))]
     out = []
     for cells in groups:
         members = [cfgs[i] for i in cells]

@@ -7,7 +7,6 @@ schedules and sizes, and times a few hundred untracked steps to estimate the tim
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -139,6 +138,7 @@ def dry_run_sweep(sweep, flags: set[str]) -> int:
         print(OmegaConf.to_yaml({"sweep": dataclasses.asdict(s)}), end="")
         return 0
     from .. import plan
+    from ..sweep.executors import usable_cores
 
     cfgs = [c.config for c in sweep.cells]
     axes = ", ".join(f"{k} ({len(v)})" for k, v in sweep.grid.items())
@@ -150,7 +150,8 @@ def dry_run_sweep(sweep, flags: set[str]) -> int:
             [[c.index, c.config.tracking.run_name, plan.max_steps(c.config)] for c in sweep.cells],
         )
     )
-    groups = plan.group_plans(cfgs, s.batched, s.max_members)
+    processes = (s.processes or usable_cores()) if s.executor == "local" else 1
+    groups = plan.group_plans(cfgs, s.batched, s.max_members, workers=processes)  # as the runner plans them
     plan.measure_memory(cfgs, groups)
     print("\nGroups (cells trained as the members of one run; an onset chain shares its pre-training trunk):")
     rows = [
@@ -171,7 +172,6 @@ def dry_run_sweep(sweep, flags: set[str]) -> int:
             n = min(len(g.cells), CALIBRATION_MEMBERS)
             calibrations[labels[g.key]] = plan.calibrate(cfgs[g.cells[0]], threads=s.torch_threads, members=n)
         g.key = labels[g.key]
-    processes = (s.processes or os.cpu_count() or 1) if s.executor == "local" else 1
     _print_cost(groups, calibrations, min(processes, len(groups)))
     print(NOTHING)
     return 0

@@ -20,10 +20,10 @@ __all__ = [
     "pool_context",
     "start_pool_server",
     "start_order",
-    "members_per_task",
     "portable_callbacks",
     "pooled",
     "task_cost",
+    "workers",
 ]
 
 
@@ -53,13 +53,10 @@ def task_cost(task: Sequence[Cell], batched: bool = True) -> float:
     return task_steps(task, batched) * depth
 
 
-def members_per_task(n_cells: int, executor: Any, max_members: int) -> int:
-    """The most members of one batched task: ``max_members``, and few enough that each of a pool's
-    workers gets a task (``ceil(n_cells / workers)``). Cells of one shape would otherwise form a single
-    task on one core (the rank, observation-count, init-scale and seed sweeps: 36-45 cells, one shape).
-    A task keeps its onset chains whole, so no pre-training trunk is trained twice."""
-    workers = int(getattr(executor, "processes", None) or 1)
-    return max(1, min(max_members, -(-n_cells // workers)))
+def workers(executor: Any) -> int:
+    """How many tasks run at once: a pool's processes (1 in-process); Ray, which has no ``processes``,
+    counts as 1 (its cluster's size is not known here)."""
+    return int(getattr(executor, "processes", None) or 1)
 
 
 def pooled(executor: Any) -> bool:

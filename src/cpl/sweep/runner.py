@@ -53,7 +53,7 @@ from ..guard import held_signals, interrupt_signals, precheck, terminate_running
 from ..run import train, train_group
 from . import claims
 from .analysis import critical_period_table, log_summary, table_markdown
-from .executors import make_executor, members_per_task, portable_callbacks, start_order
+from .executors import make_executor, portable_callbacks, start_order, workers
 from .progress import StepsBar, task_steps
 from .resume import find_or_create_parent, finished_cells
 from .spec import Cell, CellResult, Sweep
@@ -191,12 +191,15 @@ def _attempt_run_id(cell: Cell, attempt: str) -> Optional[str]:
         return None
 
 
-def plan_tasks(cells: Sequence[Cell], batched: bool = False, max_members: int = 64) -> list[list[Cell]]:
+def plan_tasks(
+    cells: Sequence[Cell], batched: bool = False, max_members: int = 64, workers: int = 1
+) -> list[list[Cell]]:
     """Split the cells to run into tasks: one cell each, or (``batched``) groups of cells that train
-    as the members of one run (:func:`cpl.core.members.plan_groups`)."""
+    as the members of one run, dealt out so that ``workers`` end together (:func:`cpl.batching.plan_groups`)."""
     if not batched:
         return [[cell] for cell in cells]
-    return [[cells[i] for i in group] for group in plan_groups([c.config for c in cells], max_members)]
+    groups = plan_groups([c.config for c in cells], max_members, workers)
+    return [[cells[i] for i in group] for group in groups]
 
 
 @dataclass
@@ -275,8 +278,8 @@ def _run_sweep(sweep: Sweep, callbacks: Sequence[Any], executor: Any, progress: 
         results.update(_resumed(client, exp_id, parent_id, sweep))
     todo = [c for c in sweep.cells if c.index not in results]
     executor = executor or make_executor(sweep.settings)
-    size = members_per_task(len(todo), executor, sweep.settings.max_members)
-    tasks = start_order(plan_tasks(todo, sweep.settings.batched, size), executor, sweep.settings.batched)
+    planned = plan_tasks(todo, sweep.settings.batched, sweep.settings.max_members, workers(executor))
+    tasks = start_order(planned, executor, sweep.settings.batched)
     fn = functools.partial(
         run_cells,
         parent_run_id=parent_id,
