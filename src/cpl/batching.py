@@ -69,11 +69,13 @@ def plan_groups(cfgs: Sequence[DictConfig], max_members: int = 64, workers: int 
             groups.setdefault(batch_key(cfg), []).append(i)
         else:
             singles.append([i])
-    if workers > 1:
-        bins = balance(cfgs, [chain for members in groups.values() for chain in _chains(cfgs, members)], workers)
-        shares = [[piece for piece in share if batch_key(cfgs[piece[0]]) == key] for share in bins for key in groups]
+    chains = {key: _chains(cfgs, members) for key, members in groups.items()}
+    if workers > 1:  # each worker's pieces, one group per shape (the cells' batch keys, not computed again)
+        key_of = {i: key for key, members in groups.items() for i in members}
+        bins = balance(cfgs, [chain for key in chains for chain in chains[key]], workers)
+        shares = [[piece for piece in share if key_of[piece[0]] == key] for share in bins for key in groups]
     else:
-        shares = [_chains(cfgs, members) for members in groups.values()]
+        shares = list(chains.values())
     out: list[list[int]] = []
     for pieces in shares:
         current: list[int] = []
